@@ -10,7 +10,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum ForwardError {
     /// The session cannot be encoded (argument error). Nothing was written.
-    #[error("the session cannot be sent: {0}")]
+    #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The socket's local or peer address could not be read. Nothing was written.
     #[error("cannot read the address of the socket to forward")]

@@ -226,20 +226,20 @@ impl MioForwarder {
             return Err(ForwardError::Poisoned);
         }
         while !self.queue.is_empty() {
-            // The front, and after it (where the mode allows) every session whose fd
-            // has not gone out yet, in one sendmsg.
-            let max = if self.mode == Mode::Bind10 {
-                1
-            } else {
-                MAX_BATCH
+            // The rest of a session cut short goes alone: fds ride only on messages
+            // that start at a session (the receiver relies on it). Otherwise the
+            // front and, where the mode allows, the sessions after it, in one sendmsg.
+            let max = match (self.queue[0].fd.is_some(), self.mode) {
+                (false, _) | (true, Mode::Bind10) => 1,
+                (true, Mode::Extended) => MAX_BATCH,
             };
-            let n = 1 + self
+            let n = self
                 .queue
                 .iter()
-                .skip(1)
-                .take(max - 1)
+                .take(max)
                 .take_while(|q| q.fd.is_some())
-                .count();
+                .count()
+                .max(1);
             let batch = self.queue.range(..n);
             let iov: Vec<IoSlice<'_>> = batch.clone().map(|q| IoSlice::new(q.rest())).collect();
             let fds: Vec<BorrowedFd<'_>> = batch

@@ -20,8 +20,11 @@ const MIN_SPARE: usize = 4096;
 /// arriving, and the next.
 const MAX_UNCLAIMED: usize = 2 * MAX_BATCH;
 
-/// A read that brought fds: every fd received before it belongs to a session that
-/// starts before its end.
+/// A read that brought fds. The kernel delivers a message's fds with its first byte
+/// and ends a read after the message that carried fds, and a forwarder attaches fds
+/// only to a message that starts at a session; so the last session that starts before
+/// the read's `end` is the first that owns one of these fds (`fds_before` is its index).
+/// Every fd received before belongs to a session that starts earlier.
 #[derive(Debug, Clone, Copy)]
 struct Mark {
     end: u64,
@@ -108,8 +111,7 @@ impl Core {
             });
         }
         if self.fds.len() > MAX_UNCLAIMED {
-            let count = self.fds.len() as u64;
-            return Err(self.fatal(ReceiveError::ExtraFds { count }));
+            return Err(self.extra_fds());
         }
         Ok(())
     }
@@ -127,15 +129,15 @@ impl Core {
             Ok(Status::Partial) => None,
             Err(e) => return Err(self.fatal(e.into())),
         };
-        // The session's first byte is here: so must its fd be, and every fd of an
-        // earlier message must have found its session.
+        // The session's first byte is here: so must its fd be, and each read that
+        // brought fds, if this session starts past it, must have had a session of its
+        // own start in it.
         while let Some(&Mark { end, fds_before }) = self.marks.front() {
             if end > self.offset {
                 break;
             }
-            if self.claimed < fds_before {
-                let count = fds_before - self.claimed;
-                return Err(self.fatal(ReceiveError::ExtraFds { count }));
+            if self.claimed <= fds_before {
+                return Err(self.extra_fds());
             }
             self.marks.pop_front();
         }
@@ -145,11 +147,17 @@ impl Core {
         let Some(frame) = frame.filter(|f| f.total_len() <= self.buf.len()) else {
             return Ok(None);
         };
+        // The last session to start inside a read that brought fds owns one of them.
+        let end = self.offset + frame.total_len() as u64;
+        let owed = self.marks.iter().take_while(|m| m.end <= end).last();
+        if owed.is_some_and(|m| self.claimed < m.fds_before) {
+            return Err(self.extra_fds());
+        }
         let Some(fd) = self.fds.pop_front() else {
             return Err(self.fatal(ReceiveError::FdMissing));
         };
         self.claimed += 1;
-        self.offset += frame.total_len() as u64;
+        self.offset = end;
         self.buf.advance(frame.data_range().start);
         let data = if frame.data_len() == 0 {
             Bytes::new()
@@ -174,6 +182,11 @@ impl Core {
             return Err(self.fatal(ReceiveError::UnclaimedFds { count }));
         }
         Ok(None)
+    }
+
+    fn extra_fds(&mut self) -> ReceiveError {
+        let held = self.fds.len();
+        self.fatal(ReceiveError::ExtraFds { held })
     }
 
     /// Closes every fd held and refuses all further work.

@@ -28,11 +28,13 @@ pub enum ReceiveError {
     /// A session's first byte arrived before its fd.
     #[error("a session's first byte arrived without its fd")]
     FdMissing,
-    /// A message brought more fds than sessions.
-    #[error("{count} fds arrived that no session claims")]
+    /// A message brought fds that belong to no session: more fds than sessions, or
+    /// fds attached to bytes in the middle of a session. Caught before the session
+    /// that would have taken a wrong fd is handed out.
+    #[error("a message brought fds that no session owns ({held} fds were held)")]
     ExtraFds {
-        /// The fds with no session.
-        count: u64,
+        /// The fds held when it was caught (all now closed).
+        held: usize,
     },
     /// The stream ended with fds that no session claimed.
     #[error("the stream ended with {count} fds that no session claimed")]
