@@ -1,6 +1,8 @@
 //! Every failure path of `Receiver::pop`, each with the count of open fds before and
 //! after: whatever arrived is closed, and the receiver is poisoned where it must be.
 
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
 mod common;
 
 use std::net::UdpSocket;
