@@ -47,3 +47,8 @@ pub use handoff_receiver as receiver;
 pub use handoff_forwarder::{ForwardError, Forwarder, MioForwarder, Outgoing, Pushed};
 pub use handoff_proto::{Endpoint, Family, Header, Mode, Protocol, SocketType, UnixEndpoint};
 pub use handoff_receiver::{MioReceiver, ReceiveError, Receiver, Session};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
