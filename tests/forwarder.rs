@@ -344,3 +344,19 @@ fn a_hand_built_header_goes_out_as_given() {
         udp.local_addr().unwrap()
     );
 }
+
+#[test]
+fn connects_to_an_abstract_name() {
+    use std::os::linux::net::SocketAddrExt;
+    let _guard = fd_lock();
+    let name = format!("handoff-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let mut fwd = Forwarder::connect_abstract(name.as_bytes()).unwrap();
+    let (rx, _) = listener.accept().unwrap();
+    let (conn, _client) = tcp_pair(true);
+    fwd.push_tcp(&conn, b"abstract").unwrap();
+    let s = Receiver::new(rx).unwrap().pop().unwrap().unwrap();
+    assert_eq!(&s.data()[..], b"abstract");
+    assert_eq!(s.family(), handoff::Family::Inet6);
+}

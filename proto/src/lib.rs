@@ -67,7 +67,11 @@
 //! The rules about fds belong to the I/O layer, which counts them with
 //! [`Frame::fds`]: the i-th session on a connection owns the i-th fd received; a
 //! session whose first byte arrives before its fd is an error; fds still unclaimed at
-//! end of stream are an error; the stream must not end inside a session.
+//! end of stream are an error; the stream must not end inside a session. A sender
+//! attaches fds only to a message that begins at a session's fd byte (BIND 10 sends
+//! the fd byte alone with its fd; we send whole sessions), which lets a receiver tell
+//! an extra fd from an early one: the kernel hands over a message's fds with its first
+//! byte and ends a read after the message that carried them.
 //!
 //! # Extensions
 //!
