@@ -7,7 +7,9 @@
 //!
 //! - [`proto`]: the wire format (BIND 10 `socketsession` compatible), sans I/O;
 //! - [`forwarder`]: [`Forwarder`] and [`MioForwarder`], the sending side;
-//! - [`receiver`]: [`Receiver`] and [`MioReceiver`], the receiving side.
+//! - [`receiver`]: [`Receiver`] and [`MioReceiver`], the receiving side;
+//! - [`listen`]: listening sockets from systemd, from a predecessor, or bound with
+//!   the options production servers need.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -41,6 +43,7 @@
 //! ```
 
 pub use handoff_forwarder as forwarder;
+pub use handoff_listen as listen;
 pub use handoff_proto as proto;
 pub use handoff_receiver as receiver;
 
