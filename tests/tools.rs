@@ -11,6 +11,7 @@ use std::io::Read;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -31,23 +32,6 @@ fn start_receive(args: &[&str], path: &Path) -> Child {
         std::thread::sleep(Duration::from_millis(5));
     }
     child
-}
-
-/// Waits for a child while draining its output, killing it after `secs` (so a hang
-/// fails instead of hanging).
-fn finish(child: Child, secs: u64) -> Output {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let out = rx.recv().unwrap().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            panic!("timed out; stdout began: {}", &text[..text.len().min(400)]);
-        }
-    }
 }
 
 fn forward(args: &[&str]) -> Output {

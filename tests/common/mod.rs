@@ -7,7 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::process::{Child, Output};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use handoff::{Header, Mode, Protocol, SocketType};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -117,4 +119,21 @@ pub fn sock_path(tag: &str) -> PathBuf {
         "handoff-test-{}-{tag}-{n}.sock",
         std::process::id()
     ))
+}
+
+/// Waits for a child while draining its output, killing it after `secs` (so a hang
+/// fails instead of hanging).
+pub fn finish(child: Child, secs: u64) -> Output {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = rx.recv().unwrap().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            panic!("timed out; stdout began: {}", &text[..text.len().min(400)]);
+        }
+    }
 }
