@@ -9,7 +9,8 @@
 //! from systemd (socket activation), or binds the ones given on the command line. It
 //! prints one line per listener (`listening NAME ADDR SOURCE`), then answers every
 //! connection (or datagram) with `NAME PID SOURCE child-env:clean` — the last word
-//! says whether a child it spawns still sees `LISTEN_*` variables (it must not). An
+//! says whether a child it spawns still sees `LISTEN_*` variables or adopted fds (it
+//! must see neither). An
 //! `Accept=yes` connection is answered once. With `--count N` it stops after N
 //! answers. With `--handover` it starts a successor that inherits its listeners, and
 //! exits: the successor serves.
@@ -93,7 +94,13 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("listen_and_serve: {e}");
+            let mut message = e.to_string();
+            let mut source = e.source();
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            eprintln!("listen_and_serve: {message}");
             ExitCode::FAILURE
         }
     }
@@ -176,13 +183,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// What a child of ours would see: `clean` if no `LISTEN_*` (or inheritance)
-/// variable survived adoption.
+/// variable survived adoption and no adopted fd (3 to 9) leaked into it, that is,
+/// every one was made close-on-exec.
 fn child_env() -> io::Result<&'static str> {
-    let out = Command::new("env").output()?;
+    let out = Command::new("sh")
+        .args(["-c", "env; for fd in 3 4 5 6 7 8 9; do [ -e /proc/$$/fd/$fd ] && echo LEAKED_FD=$fd; done; true"])
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let dirty = text
-        .lines()
-        .any(|l| l.starts_with("LISTEN_") || l.starts_with(listen::inherit::DEFAULT_VAR));
+    let dirty = text.lines().any(|l| {
+        l.starts_with("LISTEN_")
+            || l.starts_with(listen::inherit::DEFAULT_VAR)
+            || l.starts_with("LEAKED_FD=")
+    });
     Ok(if dirty { "dirty" } else { "clean" })
 }
 

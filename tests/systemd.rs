@@ -192,3 +192,30 @@ fn a_listen_pid_of_another_process_falls_back_to_binding() {
     assert_eq!(&reply[2..], ["bound", "child-env:clean"]);
     assert!(child.wait().unwrap().success());
 }
+
+/// The window's fds must be open sockets: a closed fd 3 or a file there is an error
+/// that names the fd (the shell keeps its pid through `exec`, so LISTEN_PID is right).
+#[test]
+fn fds_in_the_window_must_be_open_sockets() {
+    let server = example("listen_and_serve");
+    for (setup, want) in [
+        (
+            "exec 3<&-",
+            "fd 3 (unknown) was passed but cannot be used: Bad file descriptor",
+        ),
+        (
+            "exec 3</dev/null",
+            "fd 3 (unknown) was passed but cannot be used: Socket operation on non-socket",
+        ),
+    ] {
+        let script = format!("{setup}; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\"");
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .arg(&server)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{setup}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{setup}: {err}");
+    }
+}
