@@ -4,7 +4,8 @@
 //! receive [--count N] [--reply HEX] [--no-verify] SOCKPATH
 //! ```
 //!
-//! Binds a UNIX stream listener at SOCKPATH (a stale socket file is removed), accepts
+//! Binds a UNIX stream listener at SOCKPATH (a stale socket file is removed; the path
+//! appears only once it accepts connections), accepts
 //! one forwarder connection, and pops sessions until end of stream or N sessions,
 //! printing one JSON line per session:
 //!
@@ -97,12 +98,31 @@ fn main() -> ExitCode {
 }
 
 /// Binds `path`, first removing a socket file left by an earlier run. Anything else
-/// at the path is left alone, and binding then fails with "address in use".
+/// at the path is left alone, and the tool fails.
+///
+/// The socket is bound and listening under a temporary name, then renamed into
+/// place: whoever sees the path can connect (a client that raced `bind` and
+/// `listen` would otherwise be refused).
 fn listen(path: &Path) -> io::Result<UnixListener> {
-    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-        fs::remove_file(path)?;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "something that is not a socket is there",
+            ))
+        }
+        Err(_) => {}
     }
-    UnixListener::bind(path)
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 fn json_line(s: &Session) -> String {
