@@ -9,7 +9,8 @@
 //! - [`forwarder`]: [`Forwarder`] and [`MioForwarder`], the sending side;
 //! - [`receiver`]: [`Receiver`] and [`MioReceiver`], the receiving side;
 //! - [`listen`]: listening sockets from systemd, from a predecessor, or bound with
-//!   the options production servers need.
+//!   the options production servers need;
+//! - [`broker`]: `handoffd`, which hands sessions to worker pools, and the worker API.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -42,6 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub use handoff_broker as broker;
 pub use handoff_forwarder as forwarder;
 pub use handoff_listen as listen;
 pub use handoff_proto as proto;

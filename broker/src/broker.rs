@@ -1,0 +1,867 @@
+//! The event loop: listeners in, worker pools out, nothing lost in between.
+//!
+//! One thread, one `mio::Poll`. Each accepted connection (after its pre-read) or
+//! received datagram becomes a [`Held`] session, which waits in its pool's bounded
+//! queue until a worker has credit, is sent, and stays held until the worker
+//! acknowledges it. A worker that goes away has its unacknowledged sessions put back
+//! at the front of the queue, for another worker.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use handoff_forwarder::{MioForwarder, Outgoing};
+use handoff_listen::{Activation, Names, UnixOptions};
+use handoff_proto::{Endpoint, Header, Protocol, SocketType};
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::{Config, Dispatch, ListenKind, Preread};
+use crate::metrics::Shared;
+use crate::protocol::Control;
+
+/// A session the broker holds until a worker acknowledges it.
+#[derive(Debug)]
+struct Held {
+    /// Shared for UDP: every datagram's session is the one socket.
+    fd: Rc<OwnedFd>,
+    header: Header,
+    data: Vec<u8>,
+    pool: usize,
+}
+
+enum Source {
+    Tcp(TcpListener),
+    Udp {
+        socket: UdpSocket,
+        fd: Rc<OwnedFd>,
+        local: SocketAddr,
+    },
+    Unix(UnixListener),
+}
+
+struct Listener {
+    name: String,
+    pool: usize,
+    preread: Preread,
+    preread_timeout: Duration,
+    source: Source,
+    /// Set while accepting is paused (out of fds): when to try again.
+    paused_until: Option<Instant>,
+}
+
+struct Worker {
+    fwd: MioForwarder,
+    pid: u32,
+    credits: usize,
+    outstanding: VecDeque<Held>,
+    inbox: Vec<u8>,
+}
+
+struct Pool {
+    name: String,
+    listener: UnixListener,
+    socket_path: std::path::PathBuf,
+    allow_uids: Vec<u32>,
+    dispatch: Dispatch,
+    queue_limit: usize,
+    queue: VecDeque<Held>,
+    workers: Vec<Token>,
+    next: usize,
+}
+
+/// A connection being pre-read.
+struct Prereading {
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: String,
+    pool: usize,
+    preread: Preread,
+    buf: Vec<u8>,
+    deadline: Instant,
+}
+
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// Tokens below this are listeners, then pools; connections take the ones above.
+const FIRST_DYNAMIC: usize = 1 << 20;
+const POOL_BASE: usize = 1 << 19;
+/// The most sessions a worker may hold unacknowledged, whatever it asks for.
+const MAX_CREDITS: usize = 4096;
+/// How long accepting pauses when the process is out of fds.
+const EMFILE_PAUSE: Duration = Duration::from_millis(100);
+
+/// The broker: build it with [`Broker::new`], run it with [`Broker::run`].
+pub struct Broker {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    pools: Vec<Pool>,
+    workers: HashMap<Token, (usize, Worker)>,
+    prereading: HashMap<Token, Prereading>,
+    next_token: usize,
+    metrics: Shared,
+    signals: Signals,
+    drain_timeout: Duration,
+}
+
+fn log(msg: std::fmt::Arguments<'_>) {
+    eprintln!("handoffd: {msg}");
+}
+
+macro_rules! info {
+    ($($t:tt)*) => { log(format_args!($($t)*)) };
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field(
+                "listeners",
+                &self.listeners.iter().map(|l| &l.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "pools",
+                &self.pools.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .field("workers", &self.workers.len())
+            .field("prereading", &self.prereading.len())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Binds (or adopts from systemd) every listener and pool socket of `config`.
+    ///
+    /// # Errors
+    /// The first listener or pool socket that cannot be set up, with its name.
+    pub fn new(config: &Config, metrics: Shared) -> io::Result<Broker> {
+        let poll = Poll::new()?;
+        let mut activation = Activation::from_env(Names::Lenient).map_err(io::Error::other)?;
+        let mut pools = Vec::new();
+        for (i, p) in config.pools.iter().enumerate() {
+            let opts = UnixOptions {
+                mode: p.mode,
+                ..Default::default()
+            };
+            let std = handoff_listen::unix(&p.socket, &opts)
+                .map_err(|e| io::Error::other(format!("pool {:?}: {e}", p.name)))?;
+            std.set_nonblocking(true)?;
+            let mut listener = UnixListener::from_std(std);
+            poll.registry()
+                .register(&mut listener, Token(POOL_BASE + i), Interest::READABLE)?;
+            metrics.lock().workers.insert(p.name.clone(), 0);
+            metrics.lock().queued.insert(p.name.clone(), 0);
+            pools.push(Pool {
+                name: p.name.clone(),
+                listener,
+                socket_path: p.socket.clone(),
+                allow_uids: p.allow_uids.clone(),
+                dispatch: p.dispatch,
+                queue_limit: p.queue,
+                queue: VecDeque::new(),
+                workers: Vec::new(),
+                next: 0,
+            });
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let named =
+                |e: &dyn std::fmt::Display| io::Error::other(format!("listener {:?}: {e}", l.name));
+            let mut source = match &l.kind {
+                ListenKind::Tcp(addr) => {
+                    let opts = handoff_listen::Options {
+                        nonblocking: true,
+                        ..Default::default()
+                    };
+                    Source::Tcp(TcpListener::from_std(
+                        handoff_listen::tcp(*addr, &opts).map_err(|e| named(&e))?,
+                    ))
+                }
+                ListenKind::Udp(addr) => udp_source(
+                    handoff_listen::udp(*addr, &Default::default()).map_err(|e| named(&e))?,
+                )?,
+                ListenKind::Unix(path) => {
+                    let std = handoff_listen::unix(
+                        path,
+                        &UnixOptions {
+                            mode: 0o666 & !0o111,
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(|e| named(&e))?;
+                    std.set_nonblocking(true)?;
+                    Source::Unix(UnixListener::from_std(std))
+                }
+                ListenKind::Systemd(name) => {
+                    let adopted = activation.take(name).ok_or_else(|| {
+                        named(&format!("systemd passed no socket named {name:?}"))
+                    })?;
+                    match adopted.into_tcp_listener() {
+                        Ok(t) => {
+                            t.set_nonblocking(true)?;
+                            Source::Tcp(TcpListener::from_std(t))
+                        }
+                        Err(a) => match a.into_udp_socket() {
+                            Ok(u) => udp_source(u)?,
+                            Err(a) => {
+                                let u = a
+                                    .into_unix_listener()
+                                    .map_err(|a| named(&format!("cannot serve {a:?}")))?;
+                                u.set_nonblocking(true)?;
+                                Source::Unix(UnixListener::from_std(u))
+                            }
+                        },
+                    }
+                }
+            };
+            register_source(&poll, &mut source, Token(i))?;
+            listeners.push(Listener {
+                name: l.name.clone(),
+                pool: l.pool,
+                preread: l.preread.clone(),
+                preread_timeout: l.preread_timeout,
+                source,
+                paused_until: None,
+            });
+        }
+        let unclaimed = activation.close_unclaimed();
+        if unclaimed > 0 {
+            info!("closed {unclaimed} socket(s) systemd passed that no listener names");
+        }
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Broker {
+            poll,
+            listeners,
+            pools,
+            workers: HashMap::new(),
+            prereading: HashMap::new(),
+            next_token: FIRST_DYNAMIC,
+            metrics,
+            signals,
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    /// The addresses the listeners are bound to, by name (for logs and tests).
+    pub fn local_addrs(&self) -> Vec<(String, String)> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                let addr = match &l.source {
+                    Source::Tcp(t) => t.local_addr().map(|a| format!("tcp:{a}")),
+                    Source::Udp { local, .. } => Ok(format!("udp:{local}")),
+                    Source::Unix(u) => u
+                        .local_addr()
+                        .map(|a| format!("unix:{:?}", a.as_pathname())),
+                };
+                (l.name.clone(), addr.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains: stops accepting, delivers what
+    /// is queued, waits for acknowledgements up to the drain timeout, and returns.
+    ///
+    /// # Errors
+    /// A failure of `poll` itself.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            if let Some(deadline) = drain_deadline {
+                let held: usize = self.pools.iter().map(|p| p.queue.len()).sum::<usize>()
+                    + self
+                        .workers
+                        .values()
+                        .map(|(_, w)| w.outstanding.len())
+                        .sum::<usize>();
+                if held == 0 {
+                    info!("drained: every session delivered and acknowledged");
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    info!("drain timeout: {held} session(s) not acknowledged; exiting");
+                    break;
+                }
+            }
+            let timeout = self
+                .next_deadline(drain_deadline)
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in &events {
+                match event.token() {
+                    SIGNALS => {
+                        if self.signals.pending().next().is_some() && drain_deadline.is_none() {
+                            info!("signal: no longer accepting; delivering what is queued");
+                            self.stop_accepting();
+                            drain_deadline = Some(Instant::now() + self.drain_timeout);
+                        }
+                    }
+                    Token(t) if t < POOL_BASE => self.on_listener(t),
+                    Token(t) if t < FIRST_DYNAMIC => self.on_pool(t - POOL_BASE),
+                    token if self.workers.contains_key(&token) => self.on_worker(token),
+                    token => self.on_preread(token),
+                }
+            }
+            self.expire_prereads();
+            self.resume_listeners();
+        }
+        for pool in &self.pools {
+            let _ = std::fs::remove_file(&pool.socket_path);
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self, drain: Option<Instant>) -> Option<Instant> {
+        let prereads = self.prereading.values().map(|p| p.deadline);
+        let pauses = self.listeners.iter().filter_map(|l| l.paused_until);
+        prereads.chain(pauses).chain(drain).min()
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    fn stop_accepting(&mut self) {
+        for l in &mut self.listeners {
+            let _ = deregister_source(&self.poll, &mut l.source);
+            l.paused_until = None;
+        }
+        self.listeners.clear();
+    }
+
+    fn on_listener(&mut self, i: usize) {
+        loop {
+            let Some(l) = self.listeners.get(i) else {
+                return;
+            };
+            let accepted = match &l.source {
+                Source::Tcp(t) => t.accept().map(|(s, peer)| (Incoming::Tcp(s), Some(peer))),
+                Source::Unix(u) => u.accept().map(|(s, _)| (Incoming::Unix(s), None)),
+                Source::Udp { .. } => return self.on_datagrams(i),
+            };
+            match accepted {
+                Ok((conn, peer)) => {
+                    self.metrics.add(|m| &mut m.accepted, &l.name, 1);
+                    self.incoming(i, conn, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // Out of fds: back off instead of spinning on a readable listener.
+                    info!(
+                        "listener {:?}: {e}; pausing accept for {EMFILE_PAUSE:?}",
+                        l.name
+                    );
+                    let l = &mut self.listeners[i];
+                    let _ = deregister_source(&self.poll, &mut l.source);
+                    l.paused_until = Some(Instant::now() + EMFILE_PAUSE);
+                    return;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EINTR)) => {
+                    continue
+                }
+                Err(e) => {
+                    info!("listener {:?}: accept failed: {e}", l.name);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn resume_listeners(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.listeners.len() {
+            let l = &mut self.listeners[i];
+            if l.paused_until.is_some_and(|t| t <= now) {
+                l.paused_until = None;
+                match register_source(&self.poll, &mut l.source, Token(i)) {
+                    // Connections queued up while paused: no edge will announce them.
+                    Ok(()) => self.on_listener(i),
+                    Err(e) => info!("listener {:?}: cannot resume: {e}", l.name),
+                }
+            }
+        }
+    }
+
+    /// Whether the pool can take one more session now or after queueing.
+    fn has_room(&self, pool: usize) -> bool {
+        let p = &self.pools[pool];
+        p.queue.len() < p.queue_limit
+    }
+
+    fn refuse(&self, listener: usize) {
+        self.metrics
+            .add(|m| &mut m.refused, &self.listeners[listener].name, 1);
+    }
+
+    fn incoming(&mut self, listener: usize, conn: Incoming, peer: Option<SocketAddr>) {
+        let l = &self.listeners[listener];
+        if !self.has_room(l.pool) {
+            // Overload policy: the queue is full; close the connection at once.
+            self.refuse(listener);
+            return;
+        }
+        match conn {
+            Incoming::Unix(s) => {
+                let std = std::os::unix::net::UnixStream::from(OwnedFd::from(s));
+                if std.set_nonblocking(false).is_err() {
+                    return;
+                }
+                let header = match Outgoing::unix(&std, b"") {
+                    Ok(o) => o.header().clone(),
+                    Err(_) => return,
+                };
+                self.enqueue(Held {
+                    fd: Rc::new(OwnedFd::from(std)),
+                    header,
+                    data: Vec::new(),
+                    pool: l.pool,
+                });
+            }
+            Incoming::Tcp(s) => {
+                let Some(peer) = peer else { return };
+                if l.preread == Preread::None {
+                    self.hand_off_tcp(s, peer, l.pool, Vec::new());
+                } else {
+                    let mut p = Prereading {
+                        stream: s,
+                        peer,
+                        listener: l.name.clone(),
+                        pool: l.pool,
+                        preread: l.preread.clone(),
+                        buf: Vec::new(),
+                        deadline: Instant::now() + l.preread_timeout,
+                    };
+                    let token = self.token();
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut p.stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.prereading.insert(token, p);
+                        // Data may already be there.
+                        self.on_preread(token);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hand_off_tcp(&mut self, s: TcpStream, peer: SocketAddr, pool: usize, data: Vec<u8>) {
+        let std = StdTcpStream::from(OwnedFd::from(s));
+        // The worker shares this open file description: give it a blocking socket.
+        if std.set_nonblocking(false).is_err() {
+            return;
+        }
+        let Ok(local) = std.local_addr() else { return };
+        let header = match Header::new(SocketType::STREAM, Protocol::TCP, local.into(), peer.into())
+        {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        self.enqueue(Held {
+            fd: Rc::new(OwnedFd::from(std)),
+            header,
+            data,
+            pool,
+        });
+    }
+
+    fn on_preread(&mut self, token: Token) {
+        let Some(p) = self.prereading.get_mut(&token) else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        let mut done = false;
+        loop {
+            let want = match &p.preread {
+                Preread::None => 0,
+                Preread::Bytes(n) => n.saturating_sub(p.buf.len()),
+                Preread::Until { max, .. } => max.saturating_sub(p.buf.len()),
+            };
+            if want == 0 {
+                done = true;
+                break;
+            }
+            let n = want.min(chunk.len());
+            match p.stream.read(&mut chunk[..n]) {
+                Ok(0) => {
+                    done = true;
+                    break;
+                }
+                Ok(n) => {
+                    p.buf.extend_from_slice(&chunk[..n]);
+                    if let Preread::Until { delimiter, .. } = &p.preread {
+                        let from = p.buf.len().saturating_sub(n + delimiter.len());
+                        if p.buf[from..]
+                            .windows(delimiter.len())
+                            .any(|w| w == delimiter.as_slice())
+                        {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The client went away: nothing to hand off.
+                    let mut p = self.prereading.remove(&token).expect("present");
+                    let _ = self.poll.registry().deregister(&mut p.stream);
+                    return;
+                }
+            }
+        }
+        if done {
+            self.finish_preread(token);
+        }
+    }
+
+    fn finish_preread(&mut self, token: Token) {
+        let Some(mut p) = self.prereading.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut p.stream);
+        self.hand_off_tcp(p.stream, p.peer, p.pool, p.buf);
+    }
+
+    fn expire_prereads(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Token> = self
+            .prereading
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            if let Some(p) = self.prereading.get(&token) {
+                self.metrics
+                    .add(|m| &mut m.preread_timeouts, &p.listener, 1);
+            }
+            // What arrived in time travels as the session data.
+            self.finish_preread(token);
+        }
+    }
+
+    fn on_datagrams(&mut self, i: usize) {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let l = &self.listeners[i];
+            let Source::Udp { socket, fd, local } = &l.source else {
+                return;
+            };
+            let (n, from) = match socket.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    info!("listener {:?}: recvfrom failed: {e}", l.name);
+                    return;
+                }
+            };
+            self.metrics.add(|m| &mut m.accepted, &l.name, 1);
+            let (fd, local) = (Rc::clone(fd), *local);
+            // An IPv6 socket reports IPv4 senders as mapped addresses: same family.
+            let header = match Header::new(
+                SocketType::DGRAM,
+                Protocol::UDP,
+                Endpoint::from(local),
+                Endpoint::from(from),
+            ) {
+                Ok(h) => h,
+                Err(_) => continue,
+            };
+            if !self.has_room(l.pool) {
+                self.refuse(i);
+                continue;
+            }
+            let pool = l.pool;
+            self.enqueue(Held {
+                fd,
+                header,
+                data: buf[..n].to_vec(),
+                pool,
+            });
+        }
+    }
+
+    fn enqueue(&mut self, held: Held) {
+        let pool = held.pool;
+        self.pools[pool].queue.push_back(held);
+        self.dispatch(pool);
+    }
+
+    /// Sends queued sessions to workers with credit, per the pool's policy.
+    fn dispatch(&mut self, pool: usize) {
+        loop {
+            if self.pools[pool].queue.is_empty() {
+                break;
+            }
+            let Some(token) = self.pick(pool) else { break };
+            let held = self.pools[pool].queue.pop_front().expect("not empty");
+            let (_, worker) = self.workers.get_mut(&token).expect("a pool's worker");
+            let out = Outgoing::new(held.fd.as_fd(), held.header.clone(), &held.data);
+            match worker.fwd.push(&out) {
+                Ok(_) => {
+                    worker.outstanding.push_back(held);
+                    let (pid, n) = (worker.pid, worker.outstanding.len() as u64);
+                    let name = self.pools[pool].name.clone();
+                    self.metrics.add(|m| &mut m.forwarded, &name, 1);
+                    self.metrics.lock().outstanding.insert((name, pid), n);
+                }
+                Err(e) => {
+                    self.pools[pool].queue.push_front(held);
+                    info!(
+                        "pool {:?}: worker {} failed: {e}",
+                        self.pools[pool].name, worker.pid
+                    );
+                    self.worker_gone(token);
+                }
+            }
+        }
+        let (name, n) = (
+            self.pools[pool].name.clone(),
+            self.pools[pool].queue.len() as u64,
+        );
+        self.metrics.lock().queued.insert(name, n);
+    }
+
+    fn pick(&mut self, pool: usize) -> Option<Token> {
+        let p = &mut self.pools[pool];
+        let ready = |t: &Token| {
+            self.workers
+                .get(t)
+                .is_some_and(|(_, w)| w.outstanding.len() < w.credits)
+        };
+        match p.dispatch {
+            Dispatch::RoundRobin => {
+                let n = p.workers.len();
+                (0..n)
+                    .map(|k| (p.next + k) % n)
+                    .find(|&k| ready(&p.workers[k]))
+                    .map(|k| {
+                        p.next = (k + 1) % n;
+                        p.workers[k]
+                    })
+            }
+            Dispatch::LeastOutstanding => p
+                .workers
+                .iter()
+                .filter(|t| ready(t))
+                .min_by_key(|t| {
+                    self.workers
+                        .get(t)
+                        .map_or(usize::MAX, |(_, w)| w.outstanding.len())
+                })
+                .copied(),
+        }
+    }
+
+    fn on_pool(&mut self, pool: usize) {
+        loop {
+            let (stream, _) = match self.pools[pool].listener.accept() {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    info!("pool {:?}: accept failed: {e}", self.pools[pool].name);
+                    return;
+                }
+            };
+            let cred = match nix::sys::socket::getsockopt(
+                &stream,
+                nix::sys::socket::sockopt::PeerCredentials,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    info!(
+                        "pool {:?}: cannot read the peer's credentials: {e}; closing",
+                        self.pools[pool].name
+                    );
+                    continue;
+                }
+            };
+            let name = self.pools[pool].name.clone();
+            if !self.pools[pool].allow_uids.contains(&cred.uid()) {
+                info!(
+                    "pool {name:?}: refused worker pid {} running as uid {}: not in allow_uids",
+                    cred.pid(),
+                    cred.uid()
+                );
+                continue;
+            }
+            let token = self.token();
+            let mut worker = Worker {
+                fwd: MioForwarder::new(stream, MAX_CREDITS),
+                pid: cred.pid() as u32,
+                credits: 0,
+                outstanding: VecDeque::new(),
+                inbox: Vec::new(),
+            };
+            if let Err(e) = self.poll.registry().register(
+                &mut worker.fwd,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                info!("pool {name:?}: cannot watch worker {}: {e}", worker.pid);
+                continue;
+            }
+            info!(
+                "pool {name:?}: worker pid {} (uid {}) connected",
+                worker.pid,
+                cred.uid()
+            );
+            self.pools[pool].workers.push(token);
+            self.workers.insert(token, (pool, worker));
+            self.metrics.add(|m| &mut m.workers, &name, 1);
+        }
+    }
+
+    fn on_worker(&mut self, token: Token) {
+        let Some((pool, worker)) = self.workers.get_mut(&token) else {
+            return;
+        };
+        let pool = *pool;
+        // Writable: flush what the socket would not take.
+        if let Err(e) = worker.fwd.flush() {
+            if !e.is_would_block() {
+                info!(
+                    "pool {:?}: worker {} failed: {e}",
+                    self.pools[pool].name, worker.pid
+                );
+                return self.worker_gone(token);
+            }
+        }
+        // Readable: credits and acks.
+        let mut buf = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match worker.fwd.get_ref().read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => worker.inbox.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let (msgs, used) = match Control::decode_all(&worker.inbox) {
+            Ok(m) => m,
+            Err(e) => {
+                info!(
+                    "pool {:?}: worker {}: {e}; dropping it",
+                    self.pools[pool].name, worker.pid
+                );
+                return self.worker_gone(token);
+            }
+        };
+        worker.inbox.drain(..used);
+        let mut acked = 0u64;
+        for m in msgs {
+            match m {
+                Control::Credits(n) => worker.credits = (n as usize).clamp(1, MAX_CREDITS),
+                Control::Ack(n) => {
+                    for _ in 0..n {
+                        if worker.outstanding.pop_front().is_some() {
+                            acked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let (pid, out) = (worker.pid, worker.outstanding.len() as u64);
+        let name = self.pools[pool].name.clone();
+        if acked > 0 {
+            self.metrics.add(|m| &mut m.acknowledged, &name, acked);
+            self.metrics.lock().outstanding.insert((name, pid), out);
+        }
+        if closed {
+            return self.worker_gone(token);
+        }
+        self.dispatch(pool);
+    }
+
+    /// A worker went away: every session it had not acknowledged goes back to the
+    /// front of the queue, in order, for another worker.
+    fn worker_gone(&mut self, token: Token) {
+        let Some((pool, mut worker)) = self.workers.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut worker.fwd);
+        let p = &mut self.pools[pool];
+        p.workers.retain(|t| *t != token);
+        let n = worker.outstanding.len() as u64;
+        for held in worker.outstanding.into_iter().rev() {
+            p.queue.push_front(held);
+        }
+        let name = p.name.clone();
+        info!(
+            "pool {name:?}: worker pid {} left; {n} unacknowledged session(s) go to another worker",
+            worker.pid
+        );
+        {
+            let mut m = self.metrics.lock();
+            m.outstanding.remove(&(name.clone(), worker.pid));
+            *m.workers.entry(name.clone()).or_default() -= 1;
+            *m.redispatched.entry(name).or_default() += n;
+        }
+        self.dispatch(pool);
+    }
+}
+
+enum Incoming {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+fn udp_source(socket: std::net::UdpSocket) -> io::Result<Source> {
+    socket.set_nonblocking(true)?;
+    let local = socket.local_addr()?;
+    let fd = Rc::new(socket.as_fd().try_clone_to_owned()?);
+    Ok(Source::Udp {
+        socket: UdpSocket::from_std(socket),
+        fd,
+        local,
+    })
+}
+
+fn register_source(poll: &Poll, source: &mut Source, token: Token) -> io::Result<()> {
+    let r = poll.registry();
+    match source {
+        Source::Tcp(t) => r.register(t, token, Interest::READABLE),
+        Source::Udp { socket, .. } => r.register(socket, token, Interest::READABLE),
+        Source::Unix(u) => r.register(u, token, Interest::READABLE),
+    }
+}
+
+fn deregister_source(poll: &Poll, source: &mut Source) -> io::Result<()> {
+    let r = poll.registry();
+    match source {
+        Source::Tcp(t) => r.deregister(t),
+        Source::Udp { socket, .. } => r.deregister(socket),
+        Source::Unix(u) => r.deregister(u),
+    }
+}

@@ -1,0 +1,32 @@
+//! `handoffd`, the broker that hands sessions to worker pools without losing any,
+//! and the worker side of it.
+//!
+//! handoffd owns the listening sockets (bound itself or adopted from systemd),
+//! accepts TCP connections and UDP datagrams, optionally pre-reads the first bytes,
+//! and hands each session to a worker of the right pool over that pool's UNIX
+//! socket. It keeps its copy of every session until the worker acknowledges it
+//! ([`protocol`]); if a worker goes away first, the session goes to another.
+//!
+//! A worker is a few lines with [`Worker`]:
+//!
+//! ```no_run
+//! use std::io::Write;
+//! let mut worker = handoff_broker::Worker::connect("/tmp/handoff-http.sock", 64)?;
+//! while let Some(session) = worker.next_session()? {
+//!     let request = session.data().clone(); // what handoffd pre-read
+//!     let mut stream = session.into_tcp_stream()?;
+//!     stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")?;
+//! #   drop(request);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod broker;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+mod worker;
+
+pub use broker::Broker;
+pub use config::Config;
+pub use worker::Worker;
