@@ -1,0 +1,392 @@
+//! handoffd end to end, with real processes and real clients: curl against a pool
+//! of HTTP workers, a worker killed while sessions wait on it, a worker that never
+//! acknowledges, a peer uid that is not allowed, a flood past the queue, SIGTERM.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A binary of the workspace, next to the examples.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: cargo test --workspace builds it",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Handoffd {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    web: u16,
+    admin: u16,
+    pool: PathBuf,
+    config: PathBuf,
+}
+
+impl Handoffd {
+    /// Starts handoffd with a pool "http" at a fresh socket; `extra_pool` and
+    /// `extra_listener` are TOML lines added to those tables.
+    fn start(extra_listener: &str, extra_pool: &str) -> Handoffd {
+        let (web, admin) = (free_port(), free_port());
+        let pool = sock_path("pool");
+        let config = sock_path("config").with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                "drain_timeout_ms = 3000\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+                 [[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n{extra_listener}\n\
+                 [[pool]]\nname = \"http\"\nsocket = \"{}\"\n{extra_pool}\n",
+                pool.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(binary("handoffd"))
+            .arg("--config")
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = tx.send(());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("handoffd did not get ready");
+        Handoffd {
+            child,
+            log,
+            web,
+            admin,
+            pool,
+            config,
+        }
+    }
+
+    fn worker(&self) -> Child {
+        Command::new(example("http_worker"))
+            .arg(&self.pool)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The value of one metric line, e.g. `handoffd_workers{pool="http"}`.
+    fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    fn wait_for(&self, what: &str, ok: impl Fn(&Handoffd) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_workers(&self, n: u64) {
+        self.wait_for(&format!("{n} workers"), |h| {
+            h.metric("handoffd_workers{pool=\"http\"}") == n
+        });
+    }
+
+    fn curl(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20", "-H", "Connection: close"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.web))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "curl failed: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let _ = std::fs::remove_file(&self.config);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "handoffd did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Handoffd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn served_by(reply: &str) -> String {
+    reply
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn curl_against_two_http_workers_round_robin() {
+    let h = Handoffd::start(
+        "preread = { until = \"\\r\\n\\r\\n\", max = 8192 }",
+        "dispatch = \"round-robin\"",
+    );
+    let (mut a, mut b) = (h.worker(), h.worker());
+    h.wait_workers(2);
+    let mut by_worker = std::collections::HashMap::<String, u32>::new();
+    for i in 0..20 {
+        let reply = h.curl(&format!("/r{i}"));
+        assert!(reply.ends_with(&format!(" GET /r{i}\n")), "{reply}");
+        *by_worker.entry(served_by(&reply)).or_default() += 1;
+    }
+    assert_eq!(by_worker.len(), 2, "{by_worker:?}");
+    assert!(
+        by_worker.values().all(|&n| n == 10),
+        "round robin: {by_worker:?}"
+    );
+    h.wait_for("acks", |h| {
+        h.metric("handoffd_acknowledged_total{pool=\"http\"}") == 20
+    });
+    assert_eq!(h.metric("handoffd_accepted_total{listener=\"web\"}"), 20);
+    assert_eq!(h.metric("handoffd_forwarded_total{pool=\"http\"}"), 20);
+    // SIGTERM: drains, exits 0, and removes the pool socket.
+    let pool = h.pool.clone();
+    assert!(h.stop().success());
+    assert!(!pool.exists());
+    kill(&mut a);
+    kill(&mut b);
+}
+
+/// A Python worker that takes sessions and never acknowledges them.
+const SILENT_WORKER: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b"C" + struct.pack(">I", 100))
+print("connected", flush=True)
+time.sleep(60)
+"#;
+
+#[test]
+fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
+    let h = Handoffd::start("", "dispatch = \"round-robin\"");
+    let mut silent = Command::new("python3")
+        .args(["-c", SILENT_WORKER])
+        .arg(&h.pool)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(silent.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    h.wait_workers(1);
+    // Clients whose sessions go to the silent worker: they wait.
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let port = h.web;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                write!(
+                    s,
+                    "GET /k{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).unwrap();
+                reply
+            })
+        })
+        .collect();
+    h.wait_for("6 sessions outstanding", |h| {
+        h.metric("handoffd_forwarded_total{pool=\"http\"}") == 6
+    });
+    assert_eq!(h.metric("handoffd_acknowledged_total{pool=\"http\"}"), 0);
+    // A good worker joins, then the silent one is killed: nothing is lost.
+    let mut good = h.worker();
+    h.wait_workers(2);
+    kill(&mut silent);
+    for (i, c) in clients.into_iter().enumerate() {
+        let reply = c.join().unwrap();
+        assert!(
+            reply.contains(&format!(" GET /k{i}\n")),
+            "client {i}: {reply:?}"
+        );
+    }
+    assert_eq!(h.metric("handoffd_redispatched_total{pool=\"http\"}"), 6);
+    assert!(h
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("6 unacknowledged session(s) go to another worker")));
+    kill(&mut good);
+}
+
+#[test]
+fn a_worker_of_a_uid_not_allowed_is_refused() {
+    let h = Handoffd::start("", "allow_uids = [4242]");
+    let mut w = h.worker();
+    h.wait_for("the refusal", |h| {
+        h.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("running as uid") && l.contains("not in allow_uids"))
+    });
+    assert_eq!(h.metric("handoffd_workers{pool=\"http\"}"), 0);
+    // The worker was disconnected: it sees the end of the sessions and exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the refused worker is still connected"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_flood_past_the_queue_is_refused_cleanly_and_counted() {
+    let h = Handoffd::start("", "queue = 4");
+    // No worker: four connections wait in the queue, the rest are closed at once.
+    let conns: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(("127.0.0.1", h.web)).unwrap())
+        .collect();
+    h.wait_for("6 refusals", |h| {
+        h.metric("handoffd_refused_total{listener=\"web\"}") == 6
+    });
+    assert_eq!(h.metric("handoffd_queued{pool=\"http\"}"), 4);
+    // The refused ones see the end of the stream; the queued ones get served once a
+    // worker comes.
+    let mut w = h.worker();
+    let mut served = 0;
+    let mut closed = 0;
+    for (i, mut c) in conns.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = write!(
+            c,
+            "GET /f{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut reply = String::new();
+        match c.read_to_string(&mut reply) {
+            Ok(_) if reply.contains(" 200 OK") => served += 1,
+            _ => closed += 1,
+        }
+    }
+    assert_eq!((served, closed), (4, 6));
+    assert_eq!(
+        h.metric("handoffd_accepted_total{listener=\"web\"}"),
+        10,
+        "alive and counting"
+    );
+    kill(&mut w);
+}
+
+#[test]
+fn check_config_reports_every_mistake_with_its_line() {
+    let bad = sock_path("bad").with_extension("toml");
+    std::fs::write(
+        &bad,
+        "[[listener]]\nname = \"a\"\ntcp = \"nowhere\"\npool = \"none\"\n",
+    )
+    .unwrap();
+    let out = Command::new(binary("handoffd"))
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:3: listener \"a\": \"nowhere\" is not an address"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:4: listener \"a\" routes to pool \"none\"")),
+        "{err}"
+    );
+    let good = Command::new(binary("handoffd"))
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/handoffd.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(good.status.success(), "{good:?}");
+    let help = Command::new(binary("handoffd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("check-config") && help.contains("SIGTERM"),
+        "{help}"
+    );
+    let _ = std::fs::remove_file(&bad);
+}
