@@ -49,19 +49,24 @@ impl Handoffd {
     /// Starts handoffd with a pool "http" at a fresh socket; `extra_pool` and
     /// `extra_listener` are TOML lines added to those tables.
     fn start(extra_listener: &str, extra_pool: &str) -> Handoffd {
-        let (web, admin) = (free_port(), free_port());
-        let pool = sock_path("pool");
-        let config = sock_path("config").with_extension("toml");
-        std::fs::write(
-            &config,
+        let web = free_port();
+        Handoffd::launch(web, |admin, pool| {
             format!(
                 "drain_timeout_ms = 3000\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
                  [[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n{extra_listener}\n\
                  [[pool]]\nname = \"http\"\nsocket = \"{}\"\n{extra_pool}\n",
                 pool.display()
-            ),
-        )
-        .unwrap();
+            )
+        })
+    }
+
+    /// Starts handoffd with the configuration `config(admin_port, pool_socket)`.
+    fn launch(web: u16, config: impl FnOnce(u16, &std::path::Path) -> String) -> Handoffd {
+        let admin = free_port();
+        let pool = sock_path("pool");
+        let config_path = sock_path("config").with_extension("toml");
+        std::fs::write(&config_path, config(admin, &pool)).unwrap();
+        let config = config_path;
         let mut child = Command::new(binary("handoffd"))
             .arg("--config")
             .arg(&config)
@@ -93,7 +98,11 @@ impl Handoffd {
     }
 
     fn worker(&self) -> Child {
-        Command::new(example("http_worker"))
+        self.worker_of("http_worker")
+    }
+
+    fn worker_of(&self, example_name: &str) -> Child {
+        Command::new(example(example_name))
             .arg(&self.pool)
             .stderr(Stdio::null())
             .spawn()
@@ -130,9 +139,12 @@ impl Handoffd {
     }
 
     fn wait_workers(&self, n: u64) {
-        self.wait_for(&format!("{n} workers"), |h| {
-            h.metric("handoffd_workers{pool=\"http\"}") == n
-        });
+        self.wait_workers_of("http", n);
+    }
+
+    fn wait_workers_of(&self, pool: &str, n: u64) {
+        let metric = format!("handoffd_workers{{pool=\"{pool}\"}}");
+        self.wait_for(&format!("{n} workers"), |h| h.metric(&metric) == n);
     }
 
     fn curl(&self, path: &str) -> String {
@@ -389,4 +401,90 @@ fn check_config_reports_every_mistake_with_its_line() {
         "{help}"
     );
     let _ = std::fs::remove_file(&bad);
+}
+
+/// A port free for both TCP and UDP on loopback.
+fn free_port_both() -> u16 {
+    loop {
+        let p = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn dig(port: u16, extra: &[&str], name: &str) -> String {
+    let out = Command::new("dig")
+        .args(["+time=5", "+tries=1", "-p", &port.to_string(), "@127.0.0.1"])
+        .args(extra)
+        .arg(name)
+        .output()
+        .expect("dig (Debian's bind9-dnsutils; .ci/run installs it)");
+    assert!(out.status.success(), "dig failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn dig_against_the_dns_pool_over_udp_and_tcp() {
+    let port = free_port_both();
+    let h = Handoffd::launch(port, |admin, pool| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [[listener]]\nname = \"dns-udp\"\nudp = \"127.0.0.1:{port}\"\npool = \"dns\"\n\
+             [[listener]]\nname = \"dns-tcp\"\ntcp = \"127.0.0.1:{port}\"\npool = \"dns\"\n\
+             [[pool]]\nname = \"dns\"\nsocket = \"{}\"\ndispatch = \"least-outstanding\"\n",
+            pool.display()
+        )
+    });
+    let mut workers = [h.worker_of("dns_worker"), h.worker_of("dns_worker")];
+    h.wait_workers_of("dns", 2);
+    assert_eq!(
+        dig(port, &["+short"], "www.example.test").trim(),
+        "192.0.2.10"
+    );
+    assert_eq!(
+        dig(port, &["+short", "+tcp"], "mail.example.test").trim(),
+        "192.0.2.25"
+    );
+    assert!(dig(port, &[], "nope.example.test").contains("status: NXDOMAIN"));
+    assert!(dig(port, &["+tcp"], "elsewhere.invalid").contains("status: REFUSED"));
+    // Least-outstanding spreads the load over both workers (each names itself).
+    let answers: std::collections::HashSet<String> = (0..20)
+        .map(|_| {
+            dig(port, &["+short"], "worker.example.test")
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        h.metric("handoffd_accepted_total{listener=\"dns-udp\"}"),
+        22
+    );
+    assert_eq!(h.metric("handoffd_accepted_total{listener=\"dns-tcp\"}"), 2);
+    for w in &mut workers {
+        kill(w);
+    }
+}
+
+#[test]
+fn a_preread_that_times_out_hands_off_what_arrived() {
+    let h = Handoffd::start(
+        "preread = { until = \"\\r\\n\\r\\n\", max = 8192 }\npreread_timeout_ms = 200",
+        "",
+    );
+    let mut w = h.worker();
+    h.wait_workers(1);
+    let mut c = TcpStream::connect(("127.0.0.1", h.web)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n").unwrap();
+    h.wait_for("the timeout", |h| {
+        h.metric("handoffd_preread_timeouts_total{listener=\"web\"}") == 1
+    });
+    // The worker has the start of the head and reads the rest itself.
+    c.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.ends_with(" GET /slow\n"), "{reply}");
+    kill(&mut w);
 }

@@ -644,35 +644,28 @@ impl Broker {
         self.metrics.lock().queued.insert(name, n);
     }
 
+    /// The worker to send the next session to, among those with credit left: the
+    /// next in turn (round robin), or the one with the fewest sessions outstanding,
+    /// ties going round in turn (least-outstanding).
     fn pick(&mut self, pool: usize) -> Option<Token> {
         let p = &mut self.pools[pool];
-        let ready = |t: &Token| {
+        let n = p.workers.len();
+        let load = |t: &Token| {
             self.workers
                 .get(t)
-                .is_some_and(|(_, w)| w.outstanding.len() < w.credits)
+                .filter(|(_, w)| w.outstanding.len() < w.credits)
+                .map(|(_, w)| w.outstanding.len())
         };
-        match p.dispatch {
-            Dispatch::RoundRobin => {
-                let n = p.workers.len();
-                (0..n)
-                    .map(|k| (p.next + k) % n)
-                    .find(|&k| ready(&p.workers[k]))
-                    .map(|k| {
-                        p.next = (k + 1) % n;
-                        p.workers[k]
-                    })
-            }
-            Dispatch::LeastOutstanding => p
-                .workers
-                .iter()
-                .filter(|t| ready(t))
-                .min_by_key(|t| {
-                    self.workers
-                        .get(t)
-                        .map_or(usize::MAX, |(_, w)| w.outstanding.len())
-                })
-                .copied(),
-        }
+        let order = (0..n).map(|k| (p.next + k) % n);
+        let chosen = match p.dispatch {
+            Dispatch::RoundRobin => order.into_iter().find(|&k| load(&p.workers[k]).is_some()),
+            Dispatch::LeastOutstanding => order
+                .filter_map(|k| load(&p.workers[k]).map(|l| (l, k)))
+                .reduce(|best, x| if x.0 < best.0 { x } else { best })
+                .map(|(_, k)| k),
+        }?;
+        p.next = (chosen + 1) % n;
+        Some(p.workers[chosen])
     }
 
     fn on_pool(&mut self, pool: usize) {
