@@ -36,7 +36,9 @@ struct Held {
 }
 
 enum Source {
-    Tcp(TcpListener),
+    /// A TCP listener, and its address unless it is a wildcard: then an accepted
+    /// connection's local address is known without a `getsockname`.
+    Tcp(TcpListener, Option<SocketAddr>),
     Udp {
         socket: UdpSocket,
         fd: Rc<OwnedFd>,
@@ -79,6 +81,7 @@ struct Pool {
 struct Prereading {
     stream: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     listener: String,
     pool: usize,
     preread: Preread,
@@ -177,9 +180,7 @@ impl Broker {
                         nonblocking: true,
                         ..Default::default()
                     };
-                    Source::Tcp(TcpListener::from_std(
-                        handoff_listen::tcp(*addr, &opts).map_err(|e| named(&e))?,
-                    ))
+                    tcp_source(handoff_listen::tcp(*addr, &opts).map_err(|e| named(&e))?)
                 }
                 ListenKind::Udp(addr) => udp_source(
                     handoff_listen::udp(*addr, &Default::default()).map_err(|e| named(&e))?,
@@ -203,7 +204,7 @@ impl Broker {
                     match adopted.into_tcp_listener() {
                         Ok(t) => {
                             t.set_nonblocking(true)?;
-                            Source::Tcp(TcpListener::from_std(t))
+                            tcp_source(t)
                         }
                         Err(a) => match a.into_udp_socket() {
                             Ok(u) => udp_source(u)?,
@@ -254,7 +255,7 @@ impl Broker {
             .iter()
             .map(|l| {
                 let addr = match &l.source {
-                    Source::Tcp(t) => t.local_addr().map(|a| format!("tcp:{a}")),
+                    Source::Tcp(t, _) => t.local_addr().map(|a| format!("tcp:{a}")),
                     Source::Udp { local, .. } => Ok(format!("udp:{local}")),
                     Source::Unix(u) => u
                         .local_addr()
@@ -348,7 +349,7 @@ impl Broker {
                 return;
             };
             let accepted = match &l.source {
-                Source::Tcp(t) => t.accept().map(|(s, peer)| (Incoming::Tcp(s), Some(peer))),
+                Source::Tcp(t, _) => t.accept().map(|(s, peer)| (Incoming::Tcp(s), Some(peer))),
                 Source::Unix(u) => u.accept().map(|(s, _)| (Incoming::Unix(s), None)),
                 Source::Udp { .. } => return self.on_datagrams(i),
             };
@@ -437,12 +438,17 @@ impl Broker {
             }
             Incoming::Tcp(s) => {
                 let Some(peer) = peer else { return };
+                let local = match &l.source {
+                    Source::Tcp(_, local) => *local,
+                    _ => None,
+                };
                 if l.preread == Preread::None {
-                    self.hand_off_tcp(s, peer, l.pool, Vec::new());
+                    self.hand_off_tcp(s, peer, local, l.pool, Vec::new());
                 } else {
                     let mut p = Prereading {
                         stream: s,
                         peer,
+                        local,
                         listener: l.name.clone(),
                         pool: l.pool,
                         preread: l.preread.clone(),
@@ -456,22 +462,30 @@ impl Broker {
                         .register(&mut p.stream, token, Interest::READABLE)
                         .is_ok()
                     {
+                        // No read now: registering reports data already there.
                         self.prereading.insert(token, p);
-                        // Data may already be there.
-                        self.on_preread(token);
                     }
                 }
             }
         }
     }
 
-    fn hand_off_tcp(&mut self, s: TcpStream, peer: SocketAddr, pool: usize, data: Vec<u8>) {
+    fn hand_off_tcp(
+        &mut self,
+        s: TcpStream,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        pool: usize,
+        data: Vec<u8>,
+    ) {
         let std = StdTcpStream::from(OwnedFd::from(s));
         // The worker shares this open file description: give it a blocking socket.
         if std.set_nonblocking(false).is_err() {
             return;
         }
-        let Ok(local) = std.local_addr() else { return };
+        let Some(local) = local.or_else(|| std.local_addr().ok()) else {
+            return;
+        };
         let header = match Header::new(SocketType::STREAM, Protocol::TCP, local.into(), peer.into())
         {
             Ok(h) => h,
@@ -501,8 +515,8 @@ impl Broker {
                 done = true;
                 break;
             }
-            let n = want.min(chunk.len());
-            match p.stream.read(&mut chunk[..n]) {
+            let asked = want.min(chunk.len());
+            match p.stream.read(&mut chunk[..asked]) {
                 Ok(0) => {
                     done = true;
                     break;
@@ -518,6 +532,10 @@ impl Broker {
                             done = true;
                             break;
                         }
+                    }
+                    // A short read emptied the socket; more data raises a new event.
+                    if n < asked {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -540,7 +558,7 @@ impl Broker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut p.stream);
-        self.hand_off_tcp(p.stream, p.peer, p.pool, p.buf);
+        self.hand_off_tcp(p.stream, p.peer, p.local, p.pool, p.buf);
     }
 
     fn expire_prereads(&mut self) {
@@ -752,7 +770,13 @@ impl Broker {
                     closed = true;
                     break;
                 }
-                Ok(n) => worker.inbox.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    worker.inbox.extend_from_slice(&buf[..n]);
+                    // A short read emptied the socket; more data raises a new event.
+                    if n < buf.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -830,6 +854,14 @@ enum Incoming {
     Unix(UnixStream),
 }
 
+fn tcp_source(listener: std::net::TcpListener) -> Source {
+    let local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
+    Source::Tcp(TcpListener::from_std(listener), local)
+}
+
 fn udp_source(socket: std::net::UdpSocket) -> io::Result<Source> {
     socket.set_nonblocking(true)?;
     let local = socket.local_addr()?;
@@ -844,7 +876,7 @@ fn udp_source(socket: std::net::UdpSocket) -> io::Result<Source> {
 fn register_source(poll: &Poll, source: &mut Source, token: Token) -> io::Result<()> {
     let r = poll.registry();
     match source {
-        Source::Tcp(t) => r.register(t, token, Interest::READABLE),
+        Source::Tcp(t, _) => r.register(t, token, Interest::READABLE),
         Source::Udp { socket, .. } => r.register(socket, token, Interest::READABLE),
         Source::Unix(u) => r.register(u, token, Interest::READABLE),
     }
@@ -853,7 +885,7 @@ fn register_source(poll: &Poll, source: &mut Source, token: Token) -> io::Result
 fn deregister_source(poll: &Poll, source: &mut Source) -> io::Result<()> {
     let r = poll.registry();
     match source {
-        Source::Tcp(t) => r.deregister(t),
+        Source::Tcp(t, _) => r.deregister(t),
         Source::Udp { socket, .. } => r.deregister(socket),
         Source::Unix(u) => r.deregister(u),
     }
