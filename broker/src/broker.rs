@@ -311,7 +311,11 @@ impl Broker {
                     }
                     Token(t) if t < POOL_BASE => self.on_listener(t),
                     Token(t) if t < FIRST_DYNAMIC => self.on_pool(t - POOL_BASE),
-                    token if self.workers.contains_key(&token) => self.on_worker(token),
+                    token if self.workers.contains_key(&token) => self.on_worker(
+                        token,
+                        event.is_writable(),
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                    ),
                     token => self.on_preread(token),
                 }
             }
@@ -746,20 +750,23 @@ impl Broker {
         }
     }
 
-    fn on_worker(&mut self, token: Token) {
+    fn on_worker(&mut self, token: Token, writable: bool, readable: bool) {
         let Some((pool, worker)) = self.workers.get_mut(&token) else {
             return;
         };
         let pool = *pool;
         // Writable: flush what the socket would not take.
-        if let Err(e) = worker.fwd.flush() {
-            if !e.is_would_block() {
+        if writable && worker.fwd.queued() > 0 {
+            if let Err(e) = worker.fwd.flush() {
                 info!(
                     "pool {:?}: worker {} failed: {e}",
                     self.pools[pool].name, worker.pid
                 );
                 return self.worker_gone(token);
             }
+        }
+        if !readable {
+            return;
         }
         // Readable: credits and acks.
         let mut buf = [0u8; 4096];
