@@ -488,3 +488,258 @@ fn a_preread_that_times_out_hands_off_what_arrived() {
     assert!(reply.ends_with(" GET /slow\n"), "{reply}");
     kill(&mut w);
 }
+
+#[test]
+fn least_outstanding_avoids_a_worker_that_holds_sessions() {
+    let h = Handoffd::start("", "dispatch = \"least-outstanding\"");
+    let mut silent = Command::new("python3")
+        .args(["-c", SILENT_WORKER])
+        .arg(&h.pool)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(silent.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    h.wait_workers(1);
+    let stuck: Vec<_> = (0..3)
+        .map(|i| {
+            let port = h.web;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                write!(
+                    s,
+                    "GET /held{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).unwrap();
+                reply
+            })
+        })
+        .collect();
+    h.wait_for("3 held", |h| {
+        h.metric("handoffd_forwarded_total{pool=\"http\"}") == 3
+    });
+    let mut good = h.worker();
+    h.wait_workers(2);
+    // The silent worker holds 3: every new session goes to the idle one.
+    let pids: std::collections::HashSet<String> = (0..10)
+        .map(|i| served_by(&h.curl(&format!("/lo{i}"))))
+        .collect();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    assert_eq!(pids.into_iter().next().unwrap(), good.id().to_string());
+    kill(&mut silent);
+    for t in stuck {
+        assert!(t.join().unwrap().contains(" 200 OK"));
+    }
+    kill(&mut good);
+}
+
+#[test]
+fn a_mio_worker_serves_through_its_event_loop() {
+    use mio::{Events, Interest, Poll, Token};
+    let h = Handoffd::start("preread = { until = \"\\r\\n\\r\\n\", max = 4096 }", "");
+    let pool = h.pool.clone();
+    let worker = std::thread::spawn(move || {
+        let mut poll = Poll::new().unwrap();
+        let mut w = handoff::broker::MioWorker::connect(&pool, 8).unwrap();
+        poll.registry()
+            .register(&mut w, Token(0), Interest::READABLE)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        let mut served = 0;
+        while served < 3 {
+            poll.poll(&mut events, Some(Duration::from_secs(10)))
+                .unwrap();
+            assert!(!events.is_empty(), "no session came");
+            loop {
+                match w.next_session() {
+                    Ok(Some(s)) => {
+                        let head = String::from_utf8_lossy(s.data()).into_owned();
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                        let body = format!("mio {path}\n");
+                        let mut conn = s.into_tcp_stream().unwrap();
+                        conn.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+                        served += 1;
+                    }
+                    Ok(None) => return served,
+                    Err(e) if e.is_would_block() => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        served
+    });
+    h.wait_workers(1);
+    for i in 0..3 {
+        assert_eq!(h.curl(&format!("/m{i}")), format!("mio /m{i}\n"));
+    }
+    assert_eq!(worker.join().unwrap(), 3);
+    h.wait_for("acks", |h| {
+        h.metric("handoffd_acknowledged_total{pool=\"http\"}") == 3
+    });
+}
+
+#[test]
+fn listeners_adopted_from_systemd_by_name() {
+    let port = free_port();
+    let pool = sock_path("sd-pool");
+    let config = sock_path("sd-config").with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"web\"\nsystemd = \"web\"\npool = \"http\"\n\
+             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
+            pool.display()
+        ),
+    )
+    .unwrap();
+    let mut activator = Command::new("/usr/bin/systemd-socket-activate")
+        .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=web"])
+        .arg(binary("handoffd"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate");
+    // This connection starts handoffd; it waits in the adopted listener's queue.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut first = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    first
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    while !pool.exists() {
+        assert!(Instant::now() < deadline, "handoffd did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut w = Command::new(example("http_worker"))
+        .arg(&pool)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = String::new();
+    first.read_to_string(&mut reply).unwrap();
+    assert!(reply.ends_with(" GET /first\n"), "{reply}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(activator.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(activator.wait().unwrap().success());
+    kill(&mut w);
+    let _ = std::fs::remove_file(&config);
+}
+
+/// Out of fds: accept pauses instead of spinning, and nothing is lost once fds free.
+#[test]
+fn out_of_fds_backs_off_and_recovers() {
+    let web = free_port();
+    let admin = free_port();
+    let pool = sock_path("emfile");
+    let config = sock_path("emfile-config").with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n\
+             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
+            pool.display()
+        ),
+    )
+    .unwrap();
+    // A limit of 40 fds: the held connections use them up long before 60 arrive.
+    let mut hd = Command::new("sh")
+        .args(["-c", "ulimit -n 40 && exec \"$0\" --config \"$1\""])
+        .arg(binary("handoffd"))
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    let stderr = hd.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pool.exists() {
+        assert!(Instant::now() < deadline, "handoffd did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let clients: Vec<TcpStream> = (0..60)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
+            write!(
+                s,
+                "GET /e{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("pausing accept"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no back-off: {:?}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Paused, not spinning: a second of it costs little CPU.
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f[11] + f[12]
+    };
+    let before = cpu(hd.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu(hd.id()) - before;
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in one second while out of fds"
+    );
+    // A worker drains the held sessions; fds free up; every client is answered.
+    let mut w = Command::new(example("http_worker"))
+        .arg(&pool)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.ends_with(&format!(" GET /e{i}\n")),
+            "client {i}: {reply:?}"
+        );
+    }
+    kill(&mut w);
+    kill(&mut hd);
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&pool);
+}

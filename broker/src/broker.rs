@@ -109,6 +109,9 @@ pub struct Broker {
     metrics: Shared,
     signals: Signals,
     drain_timeout: Duration,
+    /// An fd kept open to be given up when the process runs out, so that a worker
+    /// (which frees fds) can still connect.
+    reserve: Option<std::fs::File>,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -245,6 +248,7 @@ impl Broker {
             next_token: FIRST_DYNAMIC,
             metrics,
             signals,
+            reserve: std::fs::File::open("/dev/null").ok(),
             drain_timeout: config.drain_timeout,
         })
     }
@@ -321,6 +325,9 @@ impl Broker {
             }
             self.expire_prereads();
             self.resume_listeners();
+            if self.reserve.is_none() {
+                self.reserve = std::fs::File::open("/dev/null").ok();
+            }
         }
         for pool in &self.pools {
             let _ = std::fs::remove_file(&pool.socket_path);
@@ -696,6 +703,19 @@ impl Broker {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of fds, most likely held by sessions waiting for a worker: a
+                // worker is what frees them, so spend the reserve fd on it.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.reserve.is_some() =>
+                {
+                    info!(
+                        "pool {:?}: {e}; using the reserve fd to let a worker in",
+                        self.pools[pool].name
+                    );
+                    self.reserve = None;
+                    continue;
+                }
                 Err(e) => {
                     info!("pool {:?}: accept failed: {e}", self.pools[pool].name);
                     return;

@@ -29,4 +29,4 @@ mod worker;
 
 pub use broker::Broker;
 pub use config::Config;
-pub use worker::Worker;
+pub use worker::{MioWorker, Worker};

@@ -75,3 +75,108 @@ impl Worker {
             .write_all(&Control::Credits(credits.max(1)).encode())
     }
 }
+
+/// The worker side for a mio event loop: [`MioWorker::next_session`] answers
+/// [`ReceiveError::WouldBlock`] until a whole session has arrived, and sessions are
+/// acknowledged on receipt as with [`Worker`] (an ack the socket will not take now
+/// goes with the next call).
+///
+/// ```no_run
+/// use mio::{Events, Interest, Poll, Token};
+/// let mut poll = Poll::new()?;
+/// let mut worker = handoff_broker::MioWorker::connect("/tmp/handoff-http.sock", 64)?;
+/// poll.registry().register(&mut worker, Token(0), Interest::READABLE)?;
+/// let mut events = Events::with_capacity(16);
+/// loop {
+///     poll.poll(&mut events, None)?;
+///     loop {
+///         match worker.next_session() {
+///             Ok(Some(session)) => drop(session), // serve it
+///             Ok(None) => return Ok(()),          // handoffd closed the pool
+///             Err(e) if e.is_would_block() => break,
+///             Err(e) => return Err(e.into()),
+///         }
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct MioWorker {
+    receiver: handoff_receiver::MioReceiver,
+    control: UnixStream,
+    unsent: Vec<u8>,
+}
+
+impl MioWorker {
+    /// Connects to the pool socket at `path` and announces `credits`.
+    ///
+    /// # Errors
+    /// What `connect(2)` and the first write report.
+    pub fn connect(path: impl AsRef<Path>, credits: u32) -> io::Result<MioWorker> {
+        let stream = UnixStream::connect(path)?;
+        let mut control = stream.try_clone()?;
+        control.write_all(&Control::Credits(credits.max(1)).encode())?;
+        // The clone shares the stream's O_NONBLOCK, which MioReceiver sets.
+        Ok(MioWorker {
+            receiver: handoff_receiver::MioReceiver::new(stream)?,
+            control,
+            unsent: Vec::new(),
+        })
+    }
+
+    /// The next session if a whole one has arrived, acknowledged; `Ok(None)` when
+    /// the broker closed the connection.
+    ///
+    /// # Errors
+    /// [`ReceiveError::WouldBlock`] when more must arrive first; other
+    /// [`ReceiveError`]s; an error writing an ack is [`ReceiveError::Io`].
+    pub fn next_session(&mut self) -> Result<Option<Session>, ReceiveError> {
+        self.flush_acks().map_err(ReceiveError::Io)?;
+        let Some(session) = self.receiver.pop()? else {
+            return Ok(None);
+        };
+        self.unsent.extend_from_slice(&Control::Ack(1).encode());
+        self.flush_acks().map_err(ReceiveError::Io)?;
+        Ok(Some(session))
+    }
+
+    /// Writes acks the socket would not take before.
+    ///
+    /// # Errors
+    /// What `write(2)` reports, but for would-block.
+    pub fn flush_acks(&mut self) -> io::Result<()> {
+        while !self.unsent.is_empty() {
+            match self.control.write(&self.unsent) {
+                Ok(n) => drop(self.unsent.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl mio::event::Source for MioWorker {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        self.receiver.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        self.receiver.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.receiver.deregister(registry)
+    }
+}
