@@ -268,7 +268,9 @@ fn bench(args: &[String]) -> io::Result<()> {
     }
     warm_up(addr)?;
     let pids: Vec<u32> = procs.0.iter().map(Child::id).collect();
+    let broker_cpu0 = cpu(pids[0]);
     let b = load(addr, n, clients, &pids)?;
+    let broker_share = (cpu(pids[0]) - broker_cpu0).as_secs_f64() * 1e6 / n as f64;
     drop(procs);
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_file(&pool);
@@ -295,6 +297,10 @@ fn bench(args: &[String]) -> io::Result<()> {
         rate(&b),
         per(&b),
         busiest(&b)
+    );
+    println!(
+        "  of which handoffd itself: {broker_share:.1} µs/conn; its workers: {:.1}",
+        per(&b) - broker_share
     );
     println!();
     println!("targets (SPEC §7):");

@@ -88,6 +88,7 @@ fn options_reach_the_socket() {
         keepalive: Some(Duration::from_secs(30)),
         user_timeout: Some(Duration::from_secs(10)),
         nonblocking: true,
+        defer_accept: Some(Duration::from_millis(1500)),
     };
     let a = listen::tcp("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let s = SockRef::from(&a);
@@ -98,6 +99,12 @@ fn options_reach_the_socket() {
     assert_eq!(s.tcp_user_timeout().unwrap(), Some(Duration::from_secs(10)));
     assert!(s.recv_buffer_size().unwrap() >= 64 * 1024);
     assert!(s.nonblocking().unwrap());
+    assert!(
+        listen::tcp_defer_accept(&a).unwrap() >= Duration::from_secs(2),
+        "rounded up"
+    );
+    let plain = listen::tcp("127.0.0.1:0".parse().unwrap(), &Options::default()).unwrap();
+    assert_eq!(listen::tcp_defer_accept(&plain).unwrap(), Duration::ZERO);
     // SO_REUSEPORT: a second listener on the same port.
     let b = listen::tcp(a.local_addr().unwrap(), &opts).unwrap();
     assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());

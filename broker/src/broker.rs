@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -179,8 +179,11 @@ impl Broker {
                 |e: &dyn std::fmt::Display| io::Error::other(format!("listener {:?}: {e}", l.name));
             let mut source = match &l.kind {
                 ListenKind::Tcp(addr) => {
+                    // Where the client speaks first, accept only once it has.
+                    let defer = (l.preread != Preread::None).then_some(l.preread_timeout);
                     let opts = handoff_listen::Options {
                         nonblocking: true,
+                        defer_accept: defer,
                         ..Default::default()
                     };
                     tcp_source(handoff_listen::tcp(*addr, &opts).map_err(|e| named(&e))?)
@@ -360,7 +363,11 @@ impl Broker {
                 return;
             };
             let accepted = match &l.source {
-                Source::Tcp(t, _) => t.accept().map(|(s, peer)| (Incoming::Tcp(s), Some(peer))),
+                // accept4 without SOCK_NONBLOCK: the worker gets a blocking socket
+                // with no fcntl, and pre-reads use MSG_DONTWAIT.
+                Source::Tcp(t, _) => socket2::SockRef::from(t)
+                    .accept()
+                    .map(|(s, peer)| (Incoming::Tcp(StdTcpStream::from(s)), peer.as_socket())),
                 Source::Unix(u) => u.accept().map(|(s, _)| (Incoming::Unix(s), None)),
                 Source::Udp { .. } => return self.on_datagrams(i),
             };
@@ -457,7 +464,7 @@ impl Broker {
                     self.hand_off_tcp(s, peer, local, l.pool, Vec::new());
                 } else {
                     let mut p = Prereading {
-                        stream: s,
+                        stream: TcpStream::from_std(s),
                         peer,
                         local,
                         listener: l.name.clone(),
@@ -466,6 +473,13 @@ impl Broker {
                         buf: Vec::new(),
                         deadline: Instant::now() + l.preread_timeout,
                     };
+                    // The listener defers accept until data arrives, so most heads
+                    // are whole already and need no registration at all.
+                    match read_more(&mut p) {
+                        Step::Done => return self.finish_preread_now(p),
+                        Step::Gone => return,
+                        Step::More => {}
+                    }
                     let token = self.token();
                     if self
                         .poll
@@ -473,7 +487,6 @@ impl Broker {
                         .register(&mut p.stream, token, Interest::READABLE)
                         .is_ok()
                     {
-                        // No read now: registering reports data already there.
                         self.prereading.insert(token, p);
                     }
                 }
@@ -481,19 +494,16 @@ impl Broker {
         }
     }
 
+    /// `std` is blocking, as the worker expects (it shares the open file
+    /// description, O_NONBLOCK included).
     fn hand_off_tcp(
         &mut self,
-        s: TcpStream,
+        std: StdTcpStream,
         peer: SocketAddr,
         local: Option<SocketAddr>,
         pool: usize,
         data: Vec<u8>,
     ) {
-        let std = StdTcpStream::from(OwnedFd::from(s));
-        // The worker shares this open file description: give it a blocking socket.
-        if std.set_nonblocking(false).is_err() {
-            return;
-        }
         let Some(local) = local.or_else(|| std.local_addr().ok()) else {
             return;
         };
@@ -514,53 +524,15 @@ impl Broker {
         let Some(p) = self.prereading.get_mut(&token) else {
             return;
         };
-        let mut chunk = [0u8; 4096];
-        let mut done = false;
-        loop {
-            let want = match &p.preread {
-                Preread::None => 0,
-                Preread::Bytes(n) => n.saturating_sub(p.buf.len()),
-                Preread::Until { max, .. } => max.saturating_sub(p.buf.len()),
-            };
-            if want == 0 {
-                done = true;
-                break;
-            }
-            let asked = want.min(chunk.len());
-            match p.stream.read(&mut chunk[..asked]) {
-                Ok(0) => {
-                    done = true;
-                    break;
-                }
-                Ok(n) => {
-                    p.buf.extend_from_slice(&chunk[..n]);
-                    if let Preread::Until { delimiter, .. } = &p.preread {
-                        let from = p.buf.len().saturating_sub(n + delimiter.len());
-                        if p.buf[from..]
-                            .windows(delimiter.len())
-                            .any(|w| w == delimiter.as_slice())
-                        {
-                            done = true;
-                            break;
-                        }
-                    }
-                    // A short read emptied the socket; more data raises a new event.
-                    if n < asked {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // The client went away: nothing to hand off.
-                    let mut p = self.prereading.remove(&token).expect("present");
+        match read_more(p) {
+            Step::More => {}
+            Step::Done => self.finish_preread(token),
+            Step::Gone => {
+                // The client went away: nothing to hand off.
+                if let Some(mut p) = self.prereading.remove(&token) {
                     let _ = self.poll.registry().deregister(&mut p.stream);
-                    return;
                 }
             }
-        }
-        if done {
-            self.finish_preread(token);
         }
     }
 
@@ -569,7 +541,17 @@ impl Broker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut p.stream);
-        self.hand_off_tcp(p.stream, p.peer, p.local, p.pool, p.buf);
+        self.finish_preread_now(p);
+    }
+
+    fn finish_preread_now(&mut self, p: Prereading) {
+        self.hand_off_tcp(
+            StdTcpStream::from(OwnedFd::from(p.stream)),
+            p.peer,
+            p.local,
+            p.pool,
+            p.buf,
+        );
     }
 
     fn expire_prereads(&mut self) {
@@ -876,8 +858,63 @@ impl Broker {
     }
 }
 
+/// Where a pre-read stands after reading what is there.
+enum Step {
+    /// The condition is met (or the client finished sending): hand it off.
+    Done,
+    /// More must arrive.
+    More,
+    /// The connection failed.
+    Gone,
+}
+
+/// Reads what is there without blocking (`MSG_DONTWAIT`), up to what the pre-read
+/// asks for.
+fn read_more(p: &mut Prereading) -> Step {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let want = match &p.preread {
+            Preread::None => 0,
+            Preread::Bytes(n) => n.saturating_sub(p.buf.len()),
+            Preread::Until { max, .. } => max.saturating_sub(p.buf.len()),
+        };
+        if want == 0 {
+            return Step::Done;
+        }
+        let asked = want.min(chunk.len());
+        let read = nix::sys::socket::recv(
+            p.stream.as_raw_fd(),
+            &mut chunk[..asked],
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        );
+        match read {
+            Ok(0) => return Step::Done,
+            Ok(n) => {
+                p.buf.extend_from_slice(&chunk[..n]);
+                if let Preread::Until { delimiter, .. } = &p.preread {
+                    let from = p.buf.len().saturating_sub(n + delimiter.len());
+                    if p.buf[from..]
+                        .windows(delimiter.len())
+                        .any(|w| w == delimiter.as_slice())
+                    {
+                        return Step::Done;
+                    }
+                }
+                // A short read emptied the socket; more data raises a new event.
+                if n < asked {
+                    return Step::More;
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Step::More,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Step::Gone,
+        }
+    }
+}
+
 enum Incoming {
-    Tcp(TcpStream),
+    /// Blocking: pre-reads use `MSG_DONTWAIT`.
+    Tcp(StdTcpStream),
     Unix(UnixStream),
 }
 

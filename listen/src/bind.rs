@@ -4,7 +4,7 @@
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{self, UnixListener, UnixStream};
@@ -48,6 +48,10 @@ pub struct Options {
     pub user_timeout: Option<Duration>,
     /// `O_NONBLOCK` on the listener (for an event loop).
     pub nonblocking: bool,
+    /// `TCP_DEFER_ACCEPT`: a connection is not reported to `accept` until its first
+    /// data arrives (or about this much time passes), for protocols where the client
+    /// speaks first. Saves the server a wakeup per connection.
+    pub defer_accept: Option<Duration>,
 }
 
 impl Default for Options {
@@ -60,6 +64,7 @@ impl Default for Options {
             keepalive: None,
             user_timeout: None,
             nonblocking: false,
+            defer_accept: None,
         }
     }
 }
@@ -101,6 +106,15 @@ fn ip_socket(
                 socket.set_tcp_user_timeout(opts.user_timeout),
             )?;
         }
+        if let Some(wait) = opts.defer_accept {
+            let secs = i32::try_from(wait.as_secs_f64().ceil() as u64)
+                .unwrap_or(i32::MAX)
+                .max(1);
+            set(
+                "setsockopt(TCP_DEFER_ACCEPT)",
+                crate::sys::set_tcp_defer_accept(socket.as_fd(), secs),
+            )?;
+        }
     }
     set(
         "fcntl(O_NONBLOCK)",
@@ -120,6 +134,16 @@ fn ip_socket(
         set("listen", socket.listen(opts.backlog))?;
     }
     Ok(socket)
+}
+
+/// The `TCP_DEFER_ACCEPT` time of a listener (zero: off), as the kernel rounds it.
+///
+/// # Errors
+/// What `getsockopt(2)` reports.
+pub fn tcp_defer_accept(listener: &impl AsFd) -> io::Result<Duration> {
+    Ok(Duration::from_secs(
+        crate::sys::tcp_defer_accept(listener.as_fd())?.max(0) as u64,
+    ))
 }
 
 /// A TCP listener on `addr` (an IPv6 address gets `IPV6_V6ONLY`).

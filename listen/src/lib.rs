@@ -51,8 +51,9 @@ mod sys;
 pub use activation::{Activation, Names, LISTEN_FDS_START};
 pub use adopted::Adopted;
 pub use bind::{
-    accept_tcp, tcp, tcp_any_v6, tcp_dual_stack, tcp_dual_stack_on, udp, udp_dual_stack,
-    udp_dual_stack_on, unix, unix_abstract, DualStack, Options, UnixOptions, MAX_PATH_LEN,
+    accept_tcp, tcp, tcp_any_v6, tcp_defer_accept, tcp_dual_stack, tcp_dual_stack_on, udp,
+    udp_dual_stack, udp_dual_stack_on, unix, unix_abstract, DualStack, Options, UnixOptions,
+    MAX_PATH_LEN,
 };
 pub use error::{AdoptError, Holder, ListenError};
 pub use inherit::{inherit, pass_fds};

@@ -55,3 +55,46 @@ pub(crate) fn keep_across_exec(cmd: &mut Command, fds: Vec<RawFd>) {
         cmd.pre_exec(hook);
     }
 }
+
+/// `setsockopt(IPPROTO_TCP, TCP_DEFER_ACCEPT, secs)`: neither socket2 nor nix has it.
+pub(crate) fn set_tcp_defer_accept(fd: std::os::fd::BorrowedFd<'_>, secs: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the value is a c_int on the stack, for the length given; fd is
+    // borrowed, so open for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `getsockopt(IPPROTO_TCP, TCP_DEFER_ACCEPT)`, in seconds as the kernel rounds it.
+pub(crate) fn tcp_defer_accept(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid for writes of the sizes given; fd is borrowed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
