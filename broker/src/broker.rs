@@ -1,7 +1,7 @@
 //! The event loop: listeners in, worker pools out, nothing lost in between.
 //!
 //! One thread, one `mio::Poll`. Each accepted connection (after its pre-read) or
-//! received datagram becomes a [`Held`] session, which waits in its pool's bounded
+//! received datagram becomes a held session, which waits in its pool's bounded
 //! queue until a worker has credit, is sent, and stays held until the worker
 //! acknowledges it. A worker that goes away has its unacknowledged sessions put back
 //! at the front of the queue, for another worker.
