@@ -10,7 +10,6 @@
 //! worker served it. Each connection gets a thread of its own.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 
 use handoff::broker::Worker;
@@ -41,14 +40,20 @@ fn main() -> ExitCode {
         match worker.next_session() {
             Ok(Some(session)) => {
                 let head = session.data().to_vec();
-                match session.into_tcp_stream() {
-                    Ok(stream) => {
-                        std::thread::spawn(move || {
-                            let _ = serve(stream, head);
-                        });
-                    }
-                    Err(e) => eprintln!("http_worker: {e}"),
-                }
+                // TCP, or a UNIX stream listener's connection.
+                let stream: Box<dyn ReadWrite> = match session.into_tcp_stream() {
+                    Ok(tcp) => Box::new(tcp),
+                    Err(e) => match e.into_session().into_unix_stream() {
+                        Ok(unix) => Box::new(unix),
+                        Err(e) => {
+                            eprintln!("http_worker: {e}");
+                            continue;
+                        }
+                    },
+                };
+                std::thread::spawn(move || {
+                    let _ = serve(stream, head);
+                });
             }
             Ok(None) => return ExitCode::SUCCESS,
             Err(e) => {
@@ -59,8 +64,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// A connection of either kind.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
 /// Serves requests on `stream` until the client closes or asks to.
-fn serve(mut stream: TcpStream, mut buf: Vec<u8>) -> io::Result<()> {
+fn serve(mut stream: Box<dyn ReadWrite>, mut buf: Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 4096];
     loop {
         let Some(end) = find(&buf, b"\r\n\r\n") else {

@@ -743,3 +743,35 @@ fn out_of_fds_backs_off_and_recovers() {
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_file(&pool);
 }
+
+#[test]
+fn a_unix_listener_serves_curl_over_its_socket() {
+    let web = sock_path("web-unix");
+    let h = Handoffd::launch(0, |admin, pool| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [[listener]]\nname = \"local\"\nunix = \"{}\"\nmode = 0o600\npool = \"http\"\n\
+             preread = {{ until = \"\\r\\n\\r\\n\", max = 4096 }}\n\
+             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
+            web.display(),
+            pool.display()
+        )
+    });
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&web).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut w = h.worker();
+    h.wait_workers(1);
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--unix-socket"])
+        .arg(&web)
+        .arg("http://localhost/over-unix")
+        .output()
+        .unwrap();
+    let reply = String::from_utf8(out.stdout).unwrap();
+    assert!(reply.ends_with(" GET /over-unix\n"), "{reply:?}");
+    kill(&mut w);
+    let _ = std::fs::remove_file(&web);
+}

@@ -195,7 +195,7 @@ impl Broker {
                     let std = handoff_listen::unix(
                         path,
                         &UnixOptions {
-                            mode: 0o666 & !0o111,
+                            mode: l.unix_mode,
                             ..Default::default()
                         },
                     )

@@ -9,7 +9,8 @@
 //!
 //! [[listener]]
 //! name = "web"
-//! tcp = "127.0.0.1:8080"           # or udp = "…", unix = "/path", systemd = "name"
+//! tcp = "127.0.0.1:8080"           # or udp = "…", unix = "/path" (with mode, default
+//!                                  # 0o660), systemd = "name"
 //! pool = "http"
 //! preread = { until = "\r\n\r\n", max = 8192 }   # or { bytes = 512 }; none by default
 //! preread_timeout_ms = 1000
@@ -58,6 +59,8 @@ pub struct ListenerConfig {
     pub preread: Preread,
     /// How long pre-reading may take.
     pub preread_timeout: Duration,
+    /// The socket file's mode, for a UNIX listener.
+    pub unix_mode: u32,
 }
 
 /// What a listener listens on.
@@ -163,6 +166,7 @@ struct RawListener {
     tcp: Option<Spanned<String>>,
     udp: Option<Spanned<String>>,
     unix: Option<PathBuf>,
+    mode: Option<u32>,
     systemd: Option<String>,
     pool: Spanned<String>,
     preread: Option<Spanned<RawPreread>>,
@@ -336,6 +340,7 @@ impl Config {
                     pool,
                     preread,
                     preread_timeout: Duration::from_millis(l.preread_timeout_ms.unwrap_or(1000)),
+                    unix_mode: l.mode.unwrap_or(0o660) & 0o777,
                 });
             }
         }
