@@ -240,9 +240,8 @@ print("connected", flush=True)
 time.sleep(60)
 "#;
 
-#[test]
-fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
-    let h = Handoffd::start("", "dispatch = \"round-robin\"");
+/// Starts the silent worker and waits until handoffd counts it.
+fn silent_worker(h: &Handoffd) -> Child {
     let mut silent = Command::new("python3")
         .args(["-c", SILENT_WORKER])
         .arg(&h.pool)
@@ -254,16 +253,19 @@ fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
         .read_line(&mut line)
         .unwrap();
     h.wait_workers(1);
-    // Clients whose sessions go to the silent worker: they wait.
-    let clients: Vec<_> = (0..6)
+    silent
+}
+
+/// `n` clients in threads, each sending `GET /{tag}{i}` and reading the reply.
+fn waiting_clients(port: u16, n: usize, tag: &'static str) -> Vec<std::thread::JoinHandle<String>> {
+    (0..n)
         .map(|i| {
-            let port = h.web;
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                 write!(
                     s,
-                    "GET /k{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    "GET /{tag}{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                 )
                 .unwrap();
                 let mut reply = String::new();
@@ -271,7 +273,15 @@ fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
                 reply
             })
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
+    let h = Handoffd::start("", "dispatch = \"round-robin\"");
+    let mut silent = silent_worker(&h);
+    // Clients whose sessions go to the silent worker: they wait.
+    let clients: Vec<_> = waiting_clients(h.web, 6, "k");
     h.wait_for("6 sessions outstanding", |h| {
         h.metric("handoffd_forwarded_total{pool=\"http\"}") == 6
     });
@@ -492,34 +502,8 @@ fn a_preread_that_times_out_hands_off_what_arrived() {
 #[test]
 fn least_outstanding_avoids_a_worker_that_holds_sessions() {
     let h = Handoffd::start("", "dispatch = \"least-outstanding\"");
-    let mut silent = Command::new("python3")
-        .args(["-c", SILENT_WORKER])
-        .arg(&h.pool)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(silent.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    h.wait_workers(1);
-    let stuck: Vec<_> = (0..3)
-        .map(|i| {
-            let port = h.web;
-            std::thread::spawn(move || {
-                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                write!(
-                    s,
-                    "GET /held{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                )
-                .unwrap();
-                let mut reply = String::new();
-                s.read_to_string(&mut reply).unwrap();
-                reply
-            })
-        })
-        .collect();
+    let mut silent = silent_worker(&h);
+    let stuck: Vec<_> = waiting_clients(h.web, 3, "held");
     h.wait_for("3 held", |h| {
         h.metric("handoffd_forwarded_total{pool=\"http\"}") == 3
     });
