@@ -759,3 +759,35 @@ fn a_unix_listener_serves_curl_over_its_socket() {
     kill(&mut w);
     let _ = std::fs::remove_file(&web);
 }
+
+/// SIGTERM while a connection is still pre-reading: it is not dropped; it becomes
+/// a session once its head is in, and the drain waits for it.
+#[test]
+fn draining_waits_for_connections_still_pre_reading() {
+    let h = Handoffd::start(
+        "preread = { until = \"\\r\\n\\r\\n\", max = 4096 }\npreread_timeout_ms = 5000",
+        "",
+    );
+    let mut w = h.worker();
+    h.wait_workers(1);
+    let mut c = TcpStream::connect(("127.0.0.1", h.web)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /late HTTP/1.1\r\n").unwrap();
+    // Accepted (deferred accept wakes on the first bytes) and pre-reading.
+    h.wait_for("the accept", |h| {
+        h.metric("handoffd_accepted_total{listener=\"web\"}") == 1
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.ends_with(" GET /late\n"), "{reply:?}");
+    assert!(h.stop().success());
+    kill(&mut w);
+}

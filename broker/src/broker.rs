@@ -288,7 +288,9 @@ impl Broker {
                         .workers
                         .values()
                         .map(|(_, w)| w.outstanding.len())
-                        .sum::<usize>();
+                        .sum::<usize>()
+                    // Accepted connections still pre-reading become sessions too.
+                    + self.prereading.len();
                 if held == 0 {
                     info!("drained: every session delivered and acknowledged");
                     break;
