@@ -366,3 +366,39 @@ fn inheriting_nothing_is_a_cold_start_and_bad_lists_are_errors() {
         );
     }
 }
+
+/// A host without IPv6 (a network namespace of our own with IPv6 disabled, this test
+/// binary re-run inside it): the dual-stack pair is IPv4 alone, with a note.
+#[test]
+fn without_ipv6_the_dual_stack_pair_is_ipv4_and_a_note() {
+    if std::env::var_os("HANDOFF_NO_IPV6_CHILD").is_some() {
+        let pair = listen::tcp_dual_stack_on(
+            Ipv4Addr::LOCALHOST,
+            Ipv6Addr::LOCALHOST,
+            0,
+            &Options::default(),
+        )
+        .unwrap();
+        assert!(pair.v6.is_none());
+        let note = pair.note.expect("a note");
+        assert!(note.contains("IPv6 is not available"), "{note}");
+        let _c = TcpStream::connect(pair.v4.local_addr().unwrap()).unwrap();
+        println!("NO-IPV6-CHECKED");
+        return;
+    }
+    let script = "ip link set lo up && echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 \
+                  && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6 \
+                  && exec \"$0\" --exact without_ipv6_the_dual_stack_pair_is_ipv4_and_a_note --nocapture";
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", script])
+        .arg(std::env::current_exe().unwrap())
+        .env("HANDOFF_NO_IPV6_CHILD", "1")
+        .output()
+        .expect("unshare (util-linux)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("NO-IPV6-CHECKED"),
+        "{text}"
+    );
+}
