@@ -55,6 +55,8 @@ struct Listener {
     source: Source,
     /// Set while accepting is paused (out of fds): when to try again.
     paused_until: Option<Instant>,
+    /// Whether the last accept ran out of fds (so that it is logged once).
+    starved: bool,
 }
 
 struct Worker {
@@ -233,6 +235,7 @@ impl Broker {
                 preread_timeout: l.preread_timeout,
                 source,
                 paused_until: None,
+                starved: false,
             });
         }
         let unclaimed = activation.close_unclaimed();
@@ -375,6 +378,11 @@ impl Broker {
             };
             match accepted {
                 Ok((conn, peer)) => {
+                    if l.starved {
+                        info!("listener {:?}: accepting again", l.name);
+                        self.listeners[i].starved = false;
+                    }
+                    let l = &self.listeners[i];
                     self.metrics.add(|m| &mut m.accepted, &l.name, 1);
                     self.incoming(i, conn, peer);
                 }
@@ -386,11 +394,15 @@ impl Broker {
                     ) =>
                 {
                     // Out of fds: back off instead of spinning on a readable listener.
-                    info!(
-                        "listener {:?}: {e}; pausing accept for {EMFILE_PAUSE:?}",
-                        l.name
-                    );
+                    // Said once per episode, not every pause.
+                    if !l.starved {
+                        info!(
+                            "listener {:?}: {e}; pausing accept for {EMFILE_PAUSE:?} at a time until fds free up",
+                            l.name
+                        );
+                    }
                     let l = &mut self.listeners[i];
+                    l.starved = true;
                     let _ = deregister_source(&self.poll, &mut l.source);
                     l.paused_until = Some(Instant::now() + EMFILE_PAUSE);
                     return;
