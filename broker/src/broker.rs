@@ -5,6 +5,12 @@
 //! queue until a worker has credit, is sent, and stays held until the worker
 //! acknowledges it. A worker that goes away has its unacknowledged sessions put back
 //! at the front of the queue, for another worker.
+//!
+//! Acks are read as soon as they arrive, on purpose: handoffd's copy of a
+//! connection keeps it open, so a client sees the end of the stream only once the
+//! worker has closed its copy *and* handoffd has let go of its own. (Collecting acks
+//! on a timer saved a wakeup per connection and cost every client that timer's
+//! delay: tried, measured, reverted.)
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
