@@ -12,7 +12,7 @@
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
-use handoff::broker::Worker;
+use handoff_broker::Worker;
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();

@@ -15,8 +15,8 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::process::ExitCode;
 
-use handoff::broker::Worker;
-use handoff::SocketType;
+use handoff_broker::Worker;
+use handoff_proto::SocketType;
 
 fn main() -> ExitCode {
     let Some(path) = std::env::args().nth(1) else {

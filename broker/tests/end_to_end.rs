@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,19 +11,40 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-
-/// A binary of the workspace, next to the examples.
+/// handoffd, built by cargo for these tests.
 fn binary(name: &str) -> PathBuf {
+    assert_eq!(name, "handoffd");
+    PathBuf::from(env!("CARGO_BIN_EXE_handoffd"))
+}
+
+/// An example of this crate, built by `cargo test`.
+fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
     assert!(
         path.exists(),
-        "{} is missing: cargo test --workspace builds it",
+        "{} is missing: cargo test builds the examples",
         path.display()
     );
     path
+}
+
+/// A fresh path under the temp dir.
+fn sock_path(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "handoffd-test-{}-{tag}-{n}.sock",
+        std::process::id()
+    ))
 }
 
 fn free_port() -> u16 {
@@ -396,7 +415,7 @@ fn check_config_reports_every_mistake_with_its_line() {
     let good = Command::new(binary("handoffd"))
         .args([
             "check-config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/handoffd.toml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/handoffd.toml"),
         ])
         .output()
         .unwrap();
@@ -529,7 +548,7 @@ fn a_mio_worker_serves_through_its_event_loop() {
     let pool = h.pool.clone();
     let worker = std::thread::spawn(move || {
         let mut poll = Poll::new().unwrap();
-        let mut w = handoff::broker::MioWorker::connect(&pool, 8).unwrap();
+        let mut w = handoff_broker::MioWorker::connect(&pool, 8).unwrap();
         poll.registry()
             .register(&mut w, Token(0), Interest::READABLE)
             .unwrap();
