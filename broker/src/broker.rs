@@ -647,8 +647,13 @@ impl Broker {
                 break;
             }
             let Some(token) = self.pick(pool) else { break };
-            let held = self.pools[pool].queue.pop_front().expect("not empty");
-            let (_, worker) = self.workers.get_mut(&token).expect("a pool's worker");
+            // pick() returned a live worker of this pool, and the queue was not empty.
+            let Some((_, worker)) = self.workers.get_mut(&token) else {
+                break;
+            };
+            let Some(held) = self.pools[pool].queue.pop_front() else {
+                break;
+            };
             let out = Outgoing::new(held.fd.as_fd(), held.header.clone(), &held.data);
             match worker.fwd.push(&out) {
                 Ok(_) => {

@@ -201,7 +201,9 @@ fn dual<T>(
     into: impl Fn(Socket) -> T,
 ) -> Result<DualStack<T>, ListenError> {
     const ATTEMPTS: usize = 16;
-    for attempt in 1..=ATTEMPTS {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let six = match make((v6, port).into(), true) {
             Ok(s) => s,
             Err(ListenError::Io { source, .. }) if no_ipv6(&source) => {
@@ -232,7 +234,6 @@ fn dual<T>(
             Err(e) => return Err(e),
         }
     }
-    unreachable!("the last attempt returns")
 }
 
 fn no_ipv6(e: &io::Error) -> bool {
