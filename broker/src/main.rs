@@ -102,6 +102,11 @@ fn main() -> ExitCode {
         eprintln!("handoffd: listener {name:?} on {addr}");
     }
     eprintln!("handoffd: ready (pid {})", std::process::id());
+    match handoff_broker::notify::ready() {
+        Ok(true) => eprintln!("handoffd: told the supervisor (NOTIFY_SOCKET) it is ready"),
+        Ok(false) => {}
+        Err(e) => eprintln!("handoffd: cannot notify the supervisor: {e}"),
+    }
     match broker.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

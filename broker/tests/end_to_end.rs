@@ -810,3 +810,39 @@ fn draining_waits_for_connections_still_pre_reading() {
     assert!(h.stop().success());
     kill(&mut w);
 }
+
+/// `Type=notify`: with NOTIFY_SOCKET set, handoffd says READY=1 and its MAINPID
+/// once every listener is bound.
+#[test]
+fn it_notifies_the_supervisor_when_ready() {
+    let notify = sock_path("notify");
+    let supervisor = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    supervisor
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let web = free_port();
+    let pool = sock_path("notify-pool");
+    let config = sock_path("notify-config").with_extension("toml");
+    std::fs::write(
+        &config,
+        format!("[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"p\"\n[[pool]]\nname = \"p\"\nsocket = \"{}\"\n", pool.display()),
+    )
+    .unwrap();
+    let mut hd = Command::new(binary("handoffd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = supervisor.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(msg, format!("READY=1\nMAINPID={}\n", hd.id()));
+    // Ready means bound: the listener takes connections now.
+    TcpStream::connect(("127.0.0.1", web)).unwrap();
+    kill(&mut hd);
+    for p in [&notify, &pool, &config] {
+        let _ = std::fs::remove_file(p);
+    }
+}
