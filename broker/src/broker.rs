@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use handoff_forwarder::{MioForwarder, Outgoing};
 use handoff_listen::{Activation, Names, UnixOptions};
-use handoff_proto::{Endpoint, Header, Protocol, SocketType};
-use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use handoff_proto::{Endpoint, Header, Protocol, SocketType, UnixEndpoint};
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -45,12 +45,13 @@ enum Source {
     /// A TCP listener, and its address unless it is a wildcard: then an accepted
     /// connection's local address is known without a `getsockname`.
     Tcp(TcpListener, Option<SocketAddr>),
+    /// A UNIX stream listener and its address (every connection's local address).
     Udp {
         socket: UdpSocket,
         fd: Rc<OwnedFd>,
         local: SocketAddr,
     },
-    Unix(UnixListener),
+    Unix(UnixListener, UnixEndpoint),
 }
 
 struct Listener {
@@ -208,8 +209,7 @@ impl Broker {
                         },
                     )
                     .map_err(|e| named(&e))?;
-                    std.set_nonblocking(true)?;
-                    Source::Unix(UnixListener::from_std(std))
+                    unix_source(std)?
                 }
                 ListenKind::Systemd(name) => {
                     let adopted = activation.take(name).ok_or_else(|| {
@@ -226,8 +226,7 @@ impl Broker {
                                 let u = a
                                     .into_unix_listener()
                                     .map_err(|a| named(&format!("cannot serve {a:?}")))?;
-                                u.set_nonblocking(true)?;
-                                Source::Unix(UnixListener::from_std(u))
+                                unix_source(u)?
                             }
                         },
                     }
@@ -273,7 +272,7 @@ impl Broker {
                 let addr = match &l.source {
                     Source::Tcp(t, _) => t.local_addr().map(|a| format!("tcp:{a}")),
                     Source::Udp { local, .. } => Ok(format!("udp:{local}")),
-                    Source::Unix(u) => u
+                    Source::Unix(u, _) => u
                         .local_addr()
                         .map(|a| format!("unix:{:?}", a.as_pathname())),
                 };
@@ -379,7 +378,20 @@ impl Broker {
                 Source::Tcp(t, _) => socket2::SockRef::from(t)
                     .accept()
                     .map(|(s, peer)| (Incoming::Tcp(StdTcpStream::from(s)), peer.as_socket())),
-                Source::Unix(u) => u.accept().map(|(s, _)| (Incoming::Unix(s), None)),
+                // As for TCP: a blocking socket for the worker, and the peer's address
+                // from accept itself.
+                Source::Unix(u, _) => socket2::SockRef::from(u).accept().map(|(s, peer)| {
+                    let peer = peer
+                        .as_unix()
+                        .map_or(UnixEndpoint::unnamed(), |a| UnixEndpoint::from(&a));
+                    (
+                        Incoming::Unix(
+                            std::os::unix::net::UnixStream::from(OwnedFd::from(s)),
+                            peer,
+                        ),
+                        None,
+                    )
+                }),
                 Source::Udp { .. } => return self.on_datagrams(i),
             };
             match accepted {
@@ -458,17 +470,20 @@ impl Broker {
             return;
         }
         match conn {
-            Incoming::Unix(s) => {
-                let std = std::os::unix::net::UnixStream::from(OwnedFd::from(s));
-                if std.set_nonblocking(false).is_err() {
+            Incoming::Unix(s, peer) => {
+                let Source::Unix(_, local) = &l.source else {
                     return;
-                }
-                let header = match Outgoing::unix(&std, b"") {
-                    Ok(o) => o.header().clone(),
-                    Err(_) => return,
+                };
+                let Ok(header) = Header::new(
+                    SocketType::STREAM,
+                    Protocol::DEFAULT,
+                    local.clone().into(),
+                    peer.into(),
+                ) else {
+                    return;
                 };
                 self.enqueue(Held {
-                    fd: Rc::new(OwnedFd::from(std)),
+                    fd: Rc::new(OwnedFd::from(s)),
                     header,
                     data: Vec::new(),
                     pool: l.pool,
@@ -940,7 +955,8 @@ fn read_more(p: &mut Prereading) -> Step {
 enum Incoming {
     /// Blocking: pre-reads use `MSG_DONTWAIT`.
     Tcp(StdTcpStream),
-    Unix(UnixStream),
+    /// Blocking, with the peer's address.
+    Unix(std::os::unix::net::UnixStream, UnixEndpoint),
 }
 
 fn tcp_source(listener: std::net::TcpListener) -> Source {
@@ -949,6 +965,12 @@ fn tcp_source(listener: std::net::TcpListener) -> Source {
         .ok()
         .filter(|a| !a.ip().is_unspecified());
     Source::Tcp(TcpListener::from_std(listener), local)
+}
+
+fn unix_source(listener: std::os::unix::net::UnixListener) -> io::Result<Source> {
+    listener.set_nonblocking(true)?;
+    let local = UnixEndpoint::from(&listener.local_addr()?);
+    Ok(Source::Unix(UnixListener::from_std(listener), local))
 }
 
 fn udp_source(socket: std::net::UdpSocket) -> io::Result<Source> {
@@ -967,7 +989,7 @@ fn register_source(poll: &Poll, source: &mut Source, token: Token) -> io::Result
     match source {
         Source::Tcp(t, _) => r.register(t, token, Interest::READABLE),
         Source::Udp { socket, .. } => r.register(socket, token, Interest::READABLE),
-        Source::Unix(u) => r.register(u, token, Interest::READABLE),
+        Source::Unix(u, _) => r.register(u, token, Interest::READABLE),
     }
 }
 
@@ -976,6 +998,6 @@ fn deregister_source(poll: &Poll, source: &mut Source) -> io::Result<()> {
     match source {
         Source::Tcp(t, _) => r.deregister(t),
         Source::Udp { socket, .. } => r.deregister(socket),
-        Source::Unix(u) => r.deregister(u),
+        Source::Unix(u, _) => r.deregister(u),
     }
 }

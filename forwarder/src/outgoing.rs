@@ -2,10 +2,9 @@
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{self, UnixStream};
+use std::os::unix::net::UnixStream;
 
-use handoff_proto::{Endpoint, Header, Protocol, SocketType, UnixEndpoint};
+use handoff_proto::{Header, Protocol, SocketType, UnixEndpoint};
 
 use crate::ForwardError;
 
@@ -83,9 +82,14 @@ impl<'a> Outgoing<'a> {
     /// # Errors
     /// [`ForwardError::Address`] if either address cannot be read.
     pub fn unix(stream: &'a UnixStream, data: &'a [u8]) -> Result<Outgoing<'a>, ForwardError> {
-        let local = unix_endpoint(&stream.local_addr().map_err(ForwardError::Address)?);
-        let remote = unix_endpoint(&stream.peer_addr().map_err(ForwardError::Address)?);
-        let header = Header::new(SocketType::STREAM, Protocol::DEFAULT, local, remote)?;
+        let local = UnixEndpoint::from(&stream.local_addr().map_err(ForwardError::Address)?);
+        let remote = UnixEndpoint::from(&stream.peer_addr().map_err(ForwardError::Address)?);
+        let header = Header::new(
+            SocketType::STREAM,
+            Protocol::DEFAULT,
+            local.into(),
+            remote.into(),
+        )?;
         Ok(Outgoing::new(stream.as_fd(), header, data))
     }
 
@@ -115,17 +119,4 @@ impl<'a> Outgoing<'a> {
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
-}
-
-/// The kernel's UNIX address as the wire's: std already parsed `sun_path`.
-fn unix_endpoint(addr: &net::SocketAddr) -> Endpoint {
-    let ep = if let Some(path) = addr.as_pathname() {
-        UnixEndpoint::pathname(path)
-    } else if let Some(name) = addr.as_abstract_name() {
-        UnixEndpoint::abstract_name(name)
-    } else {
-        Ok(UnixEndpoint::unnamed())
-    };
-    // The kernel never reports a name that does not fit in sun_path.
-    Endpoint::Unix(ep.unwrap_or_else(|_| UnixEndpoint::unnamed()))
 }

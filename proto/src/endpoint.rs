@@ -3,7 +3,9 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -207,6 +209,30 @@ impl UnixEndpoint {
                 UnixEndpoint(UnixKind::Pathname(PathBuf::from(os)))
             }
         }
+    }
+}
+
+impl From<&net::SocketAddr> for UnixEndpoint {
+    /// The address std reports for a UNIX socket (`local_addr`, `peer_addr`, what
+    /// `accept` returns). Pure: std already parsed `sun_path`.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use handoff_proto::UnixEndpoint;
+    /// let (a, _b) = UnixStream::pair()?;
+    /// assert!(UnixEndpoint::from(&a.local_addr()?).is_unnamed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    fn from(addr: &net::SocketAddr) -> UnixEndpoint {
+        let kind = if let Some(path) = addr.as_pathname() {
+            UnixKind::Pathname(path.to_owned())
+        } else if let Some(name) = addr.as_abstract_name() {
+            UnixKind::Abstract(name.to_vec())
+        } else {
+            UnixKind::Unnamed
+        };
+        // The kernel never reports a name longer than sun_path: every value fits.
+        UnixEndpoint(kind)
     }
 }
 
