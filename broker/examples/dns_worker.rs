@@ -30,7 +30,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    loop {
+    // A scope: when handoffd closes the pool, TCP connections being served are
+    // finished before the worker exits.
+    std::thread::scope(|serving| loop {
         let session = match worker.next_session() {
             Ok(Some(s)) => s,
             Ok(None) => return ExitCode::SUCCESS,
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
         } else {
             match session.into_tcp_stream() {
                 Ok(stream) => {
-                    std::thread::spawn(move || serve_tcp(stream, data));
+                    serving.spawn(move || serve_tcp(stream, data));
                     Ok(())
                 }
                 Err(e) => Err(io::Error::other(e)),
@@ -63,7 +65,7 @@ fn main() -> ExitCode {
         if let Err(e) = result {
             eprintln!("dns_worker: {e}");
         }
-    }
+    })
 }
 
 /// DNS over TCP: two-byte length, message; as many as the client sends.

@@ -7,7 +7,8 @@
 //! Connects to the pool, and serves each connection handoffd hands it — starting
 //! with the request head handoffd pre-read — with keep-alive, answering every request
 //! with `200 OK` and the body `worker <pid> <method> <path>\n`, so a client sees which
-//! worker served it. Each connection gets a thread of its own.
+//! worker served it. Each connection gets a thread of its own; when handoffd closes
+//! the pool, the worker finishes the connections it has before it exits.
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
@@ -36,7 +37,10 @@ fn main() -> ExitCode {
         "http_worker: pid {} connected to {path}",
         std::process::id()
     );
-    loop {
+    // A scope, so that when handoffd closes the pool (it is draining) the worker
+    // finishes the connections it is serving before it exits: handoffd let go of
+    // them when they were acknowledged, and a client must not see them cut.
+    std::thread::scope(|serving| loop {
         match worker.next_session() {
             Ok(Some(session)) => {
                 let head = session.data().to_vec();
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
                         }
                     },
                 };
-                std::thread::spawn(move || {
+                serving.spawn(move || {
                     let _ = serve(stream, head);
                 });
             }
@@ -61,7 +65,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-    }
+    })
 }
 
 /// A connection of either kind.

@@ -11,7 +11,10 @@ use crate::protocol::Control;
 /// A worker's connection to its pool in handoffd.
 ///
 /// Each session is acknowledged as it is received, so the broker can let go of its
-/// copy; until then, a worker that dies has its sessions sent to another.
+/// copy; until then, a worker that dies has its sessions sent to another. From the
+/// ack on, the connection is the worker's alone: when [`Worker::next_session`]
+/// says the broker closed the pool, finish the connections being served before
+/// exiting, or their clients see them cut.
 ///
 /// ```no_run
 /// use std::io::Write;
@@ -52,7 +55,8 @@ impl Worker {
     }
 
     /// Waits for the next session and acknowledges it. `Ok(None)` when the broker
-    /// closed the connection (it is draining or gone).
+    /// closed the connection (it is draining or gone); sessions already returned
+    /// are still the worker's to finish.
     ///
     /// # Errors
     /// A [`ReceiveError`]; an error writing the ack is [`ReceiveError::Io`].
