@@ -4,7 +4,7 @@
 //! receive [--count N] [--reply HEX] [--no-verify] SOCKPATH
 //! ```
 //!
-//! Binds a UNIX stream listener at SOCKPATH (a stale socket file is removed; the path
+//! Binds a UNIX stream listener at SOCKPATH (a stale socket file is replaced; the path
 //! appears only once it accepts connections), accepts
 //! one forwarder connection, and pops sessions until end of stream or N sessions,
 //! printing one JSON line per session:
@@ -97,15 +97,16 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Binds `path`, first removing a socket file left by an earlier run. Anything else
-/// at the path is left alone, and the tool fails.
+/// Binds `path`, replacing a socket file left by an earlier run. Anything else at
+/// the path is left alone, and the tool fails.
 ///
 /// The socket is bound and listening under a temporary name, then renamed into
-/// place: whoever sees the path can connect (a client that raced `bind` and
-/// `listen` would otherwise be refused).
+/// place, over the stale socket if there is one: whoever sees the path can connect
+/// (a client that raced `bind` and `listen` would otherwise be refused), and the
+/// path never names nothing.
 fn listen(path: &Path) -> io::Result<UnixListener> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => fs::remove_file(path)?,
+        Ok(m) if m.file_type().is_socket() => {}
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,

@@ -9,6 +9,7 @@ mod common;
 
 use std::io::Read;
 use std::net::UdpSocket;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -19,6 +20,10 @@ use serde_json::Value;
 
 /// Starts `receive` on a fresh path and waits until it listens.
 fn start_receive(args: &[&str], path: &Path) -> Child {
+    // receive binds under a temporary name and renames into place: listening once
+    // `path` is a new inode (a stale socket already there is not the listener).
+    let inode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
+    let stale = inode(path);
     let child = Command::new(example("receive"))
         .args(args)
         .arg(path)
@@ -27,7 +32,7 @@ fn start_receive(args: &[&str], path: &Path) -> Child {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
+    while inode(path).is_none() || inode(path) == stale {
         assert!(Instant::now() < deadline, "receive did not start listening");
         std::thread::sleep(Duration::from_millis(5));
     }
