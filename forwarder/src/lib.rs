@@ -251,6 +251,16 @@ pub(crate) fn send_batch(
     prefixes: &[Prefix],
     sessions: &[Outgoing<'_>],
 ) -> Result<Sent, ForwardError> {
+    let (iov, fds, total) = batch_parts(prefixes, sessions);
+    sent(sys::send(sock, &iov, &fds), total)
+}
+
+/// A batch's `sendmsg` arguments: prefix and data of each session in turn, every fd,
+/// and the bytes in all.
+pub(crate) fn batch_parts<'a>(
+    prefixes: &'a [Prefix],
+    sessions: &[Outgoing<'a>],
+) -> (Vec<IoSlice<'a>>, Vec<BorrowedFd<'a>>, usize) {
     let mut iov = Vec::with_capacity(2 * sessions.len());
     let mut total = 0;
     for (prefix, s) in prefixes.iter().zip(sessions) {
@@ -258,8 +268,8 @@ pub(crate) fn send_batch(
         iov.push(IoSlice::new(s.data()));
         total += prefix.len() + s.data().len();
     }
-    let fds: Vec<BorrowedFd<'_>> = sessions.iter().map(Outgoing::fd).collect();
-    sent(sys::send(sock, &iov, &fds), total)
+    let fds = sessions.iter().map(Outgoing::fd).collect();
+    (iov, fds, total)
 }
 
 /// Sends raw bytes with fds attached in one `sendmsg(2)` (`MSG_NOSIGNAL`,

@@ -6,12 +6,12 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use handoff_proto::{Header, Mode, MAX_BATCH};
+use handoff_proto::{Header, Mode, Prefix, MAX_BATCH};
 use mio::event::Source;
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
-use crate::{sent, sys, ForwardError, Outgoing, Sent};
+use crate::{batch_parts, encode_batch, sent, sys, ForwardError, Outgoing, Sent};
 
 /// What [`MioForwarder::push`] did with a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,19 @@ struct Queued {
 }
 
 impl Queued {
+    fn new(fd: Option<OwnedFd>, prefix: &Prefix, session: &Outgoing<'_>) -> Queued {
+        let mut bytes = Vec::with_capacity(prefix.len() + session.data().len());
+        bytes.extend_from_slice(prefix);
+        bytes.extend_from_slice(session.data());
+        Queued {
+            fd,
+            header: session.header().clone(),
+            bytes,
+            data_start: prefix.len(),
+            sent: 0,
+        }
+    }
+
     fn rest(&self) -> &[u8] {
         &self.bytes[self.sent..]
     }
@@ -149,57 +162,82 @@ impl MioForwarder {
     /// taken back with [`MioForwarder::take_unsent`]); [`ForwardError::Poisoned`]
     /// after `take_unsent` dropped a session that had partly gone out.
     pub fn push(&mut self, session: &Outgoing<'_>) -> Result<Pushed, ForwardError> {
+        self.push_batch(std::slice::from_ref(session))
+    }
+
+    /// Sends up to 253 sessions in one `sendmsg(2)`, their fds in one `SCM_RIGHTS`
+    /// message (the batch extension), or queues them: all of them are taken, or
+    /// none. What the kernel did not take of a batch that went out in part is queued
+    /// whole, past the queue's bound if need be: its fds are out already, so the
+    /// rest must follow.
+    ///
+    /// ```no_run
+    /// use handoff_forwarder::{MioForwarder, Outgoing};
+    /// # fn accepted() -> Vec<std::net::TcpStream> { vec![] }
+    /// let mut fwd = MioForwarder::connect("/run/worker.sock", 1024)?;
+    /// let conns = accepted();
+    /// let batch = conns
+    ///     .iter()
+    ///     .map(|c| Outgoing::tcp(c, b""))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// fwd.push_batch(&batch)?; // one sendmsg for all of them, if the socket has room
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`MioForwarder::push`], and [`ForwardError::BatchTooLarge`],
+    /// [`ForwardError::StrictBatch`].
+    pub fn push_batch(&mut self, sessions: &[Outgoing<'_>]) -> Result<Pushed, ForwardError> {
         if self.poisoned {
             return Err(ForwardError::Poisoned);
         }
-        let prefix = session.header().encode(session.data().len(), self.mode)?;
+        let prefixes = encode_batch(sessions, self.mode)?;
+        if sessions.is_empty() {
+            return Ok(Pushed::Sent);
+        }
         if !self.queue.is_empty() {
             self.flush()?;
         }
         if self.queue.is_empty() {
-            let total = prefix.len() + session.data().len();
-            let iov = [IoSlice::new(&prefix), IoSlice::new(session.data())];
-            let fd = session.fd();
+            let (iov, fds, total) = batch_parts(&prefixes, sessions);
             let result = self
                 .stream
-                .try_io(|| sys::send(self.stream.as_fd(), &iov, &[fd]));
+                .try_io(|| sys::send(self.stream.as_fd(), &iov, &fds));
             match sent(result, total) {
                 Ok(Sent { written, .. }) if written == total => return Ok(Pushed::Sent),
-                Ok(Sent { written, .. }) => {
-                    // The fd went out with the first byte; the rest must follow.
-                    let mut bytes = prefix.to_vec();
-                    bytes.extend_from_slice(session.data());
-                    self.queue.push_back(Queued {
-                        fd: None,
-                        header: session.header().clone(),
-                        bytes,
-                        data_start: prefix.len(),
-                        sent: written,
-                    });
+                Ok(Sent { mut written, .. }) => {
+                    // Every fd went out with the first byte; the rest must follow.
+                    for (prefix, session) in prefixes.iter().zip(sessions) {
+                        let mut q = Queued::new(None, prefix, session);
+                        let len = q.bytes.len();
+                        if written >= len {
+                            written -= len;
+                            continue;
+                        }
+                        q.sent = written;
+                        written = 0;
+                        self.queue.push_back(q);
+                    }
                     return Ok(Pushed::Queued);
                 }
                 Err(ForwardError::WouldBlock) => {}
                 Err(e) => return Err(e),
             }
         }
-        if self.queue.len() >= self.capacity {
+        if self.queue.len() + sessions.len() > self.capacity {
             return Err(ForwardError::QueueFull {
                 capacity: self.capacity,
             });
         }
-        let fd = session
-            .fd()
-            .try_clone_to_owned()
+        // Every copy first, so that running out of fds takes nothing.
+        let fds = sessions
+            .iter()
+            .map(|s| s.fd().try_clone_to_owned())
+            .collect::<io::Result<Vec<OwnedFd>>>()
             .map_err(ForwardError::Io)?;
-        let mut bytes = prefix.to_vec();
-        bytes.extend_from_slice(session.data());
-        self.queue.push_back(Queued {
-            fd: Some(fd),
-            header: session.header().clone(),
-            bytes,
-            data_start: prefix.len(),
-            sent: 0,
-        });
+        for ((fd, prefix), session) in fds.into_iter().zip(&prefixes).zip(sessions) {
+            self.queue.push_back(Queued::new(Some(fd), prefix, session));
+        }
         Ok(Pushed::Queued)
     }
 
