@@ -142,3 +142,51 @@ fn every_legal_framing_delivers_each_fd_to_its_own_session() {
         assert_eq!(reader.join().unwrap(), expected, "seed {seed}");
     }
 }
+
+/// `pop_buffered` hands out the rest of what one read brought — here a batch of
+/// five — and answers `None` at once, never blocking, when nothing whole is there.
+#[test]
+fn pop_buffered_takes_the_rest_of_a_read_and_never_blocks() {
+    let _guard = fd_lock();
+    let start = open_fds();
+    {
+        let (tx, rx) = pair();
+        let mut fwd = handoff::Forwarder::from_stream(tx).unwrap();
+        let mut rx = Receiver::new(rx).unwrap();
+        assert!(rx.pop_buffered().unwrap().is_none(), "nothing read yet");
+
+        let (conn, _client) = tcp_pair(false);
+        let data: Vec<[u8; 1]> = (0..5u8).map(|i| [i]).collect();
+        let batch: Vec<_> = data
+            .iter()
+            .map(|d| handoff::Outgoing::tcp(&conn, d).unwrap())
+            .collect();
+        fwd.push_batch(&batch).unwrap();
+        let first = rx.pop().unwrap().unwrap();
+        assert_eq!(first.data()[..], [0]);
+        for i in 1..5u8 {
+            let s = rx
+                .pop_buffered()
+                .unwrap()
+                .expect("buffered by the same read");
+            assert_eq!(s.data()[..], [i]);
+        }
+        // Empty, and the stream still open: `None`, not a wait.
+        assert!(rx.pop_buffered().unwrap().is_none());
+        // Half a session: still `None`, and the rest completes it.
+        let bytes = tcp_session_bytes(b"half");
+        let (a, b) = bytes.split_at(10);
+        handoff::forwarder::send_with_fds(fwd.get_ref(), a, &[conn.as_fd()]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        rx.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        assert!(matches!(
+            rx.pop(),
+            Err(handoff::ReceiveError::TimedOut { buffered: 10 })
+        ));
+        assert!(rx.pop_buffered().unwrap().is_none());
+        handoff::forwarder::send_with_fds(fwd.get_ref(), b, &[]).unwrap();
+        assert_eq!(rx.pop().unwrap().unwrap().data()[..], b"half"[..]);
+    }
+    assert_eq!(open_fds(), start);
+}

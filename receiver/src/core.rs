@@ -91,6 +91,11 @@ impl Core {
         }
     }
 
+    /// A whole session already buffered, without reading.
+    pub(crate) fn pop_buffered(&mut self) -> Result<Option<Session>, ReceiveError> {
+        self.next_buffered()
+    }
+
     /// Applies the fd rules to what one read brought.
     fn absorb(&mut self, got: Received) -> Result<(), ReceiveError> {
         self.received += got.fds as u64;

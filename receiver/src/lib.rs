@@ -116,6 +116,31 @@ impl Receiver {
         &self.stream
     }
 
+    /// The next session if a whole one is buffered already, from reads that
+    /// [`pop`](Receiver::pop) made; never reads, so never blocks. `Ok(None)` says
+    /// only that no whole session is buffered.
+    ///
+    /// One read often brings several sessions (a batch always does): after `pop`,
+    /// this takes the others, so that they can be handled, or acknowledged, at once.
+    ///
+    /// ```no_run
+    /// let mut receiver = handoff_receiver::Receiver::connect("/run/acceptor.sock")?;
+    /// while let Some(first) = receiver.pop()? {
+    ///     let mut read_together = vec![first];
+    ///     while let Some(next) = receiver.pop_buffered()? {
+    ///         read_together.push(next);
+    ///     }
+    ///     println!("{} session(s) from one read", read_together.len());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Receiver::pop`], for what is buffered.
+    pub fn pop_buffered(&mut self) -> Result<Option<Session>, ReceiveError> {
+        self.core.pop_buffered()
+    }
+
     /// Waits for the next session. `Ok(None)` is a clean end of stream.
     ///
     /// # Errors

@@ -67,6 +67,15 @@ impl MioReceiver {
         self.core.buffered()
     }
 
+    /// As [`Receiver::pop_buffered`](crate::Receiver::pop_buffered): a whole
+    /// session already buffered, without reading.
+    ///
+    /// # Errors
+    /// As [`MioReceiver::pop`], for what is buffered.
+    pub fn pop_buffered(&mut self) -> Result<Option<Session>, ReceiveError> {
+        self.core.pop_buffered()
+    }
+
     /// The next session if a whole one has arrived; `Ok(None)` at a clean end of
     /// stream; [`ReceiveError::WouldBlock`] when more must arrive first.
     ///
