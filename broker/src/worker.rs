@@ -1,5 +1,6 @@
 //! The worker side: connect to a pool, announce credits, and loop over sessions.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -10,9 +11,9 @@ use crate::protocol::Control;
 
 /// A worker's connection to its pool in handoffd.
 ///
-/// Each session is acknowledged as it is received, so the broker can let go of its
-/// copy; until then, a worker that dies has its sessions sent to another. From the
-/// ack on, the connection is the worker's alone: when [`Worker::next_session`]
+/// Each session is acknowledged as it is received — every session one read
+/// brought, in one ack — so the broker can let go of its copy; until then, a worker
+/// that dies has its sessions sent to another. From the ack on, the connection is the worker's alone: when [`Worker::next_session`]
 /// says the broker closed the pool, finish the connections being served before
 /// exiting, or their clients see them cut.
 ///
@@ -29,6 +30,45 @@ use crate::protocol::Control;
 pub struct Worker {
     receiver: Receiver,
     control: UnixStream,
+    received: Received,
+}
+
+/// Sessions received and acknowledged, not yet handed out; and an error met while
+/// taking them, handed out after them.
+#[derive(Debug, Default)]
+struct Received {
+    ready: VecDeque<Session>,
+    error: Option<ReceiveError>,
+}
+
+impl Received {
+    /// The next session or error already received, in order.
+    fn next(&mut self) -> Option<Result<Session, ReceiveError>> {
+        match self.ready.pop_front() {
+            Some(s) => Some(Ok(s)),
+            None => self.error.take().map(Err),
+        }
+    }
+
+    /// Takes `first` and every whole session buffered behind it; how many.
+    fn take(
+        &mut self,
+        first: Session,
+        mut buffered: impl FnMut() -> Result<Option<Session>, ReceiveError>,
+    ) -> u32 {
+        self.ready.push_back(first);
+        loop {
+            match buffered() {
+                Ok(Some(s)) => self.ready.push_back(s),
+                Ok(None) => break,
+                Err(e) => {
+                    self.error = Some(e);
+                    break;
+                }
+            }
+        }
+        self.ready.len() as u32
+    }
 }
 
 impl Worker {
@@ -48,26 +88,47 @@ impl Worker {
     pub fn from_stream(stream: UnixStream, credits: u32) -> io::Result<Worker> {
         let mut control = stream.try_clone()?;
         control.write_all(&Control::Credits(credits.max(1)).encode())?;
+        let mut receiver = Receiver::new(stream)?;
+        receiver.set_verify(false);
         Ok(Worker {
-            receiver: Receiver::new(stream)?,
+            receiver,
             control,
+            received: Received::default(),
         })
     }
 
-    /// Waits for the next session and acknowledges it. `Ok(None)` when the broker
-    /// closed the connection (it is draining or gone); sessions already returned
-    /// are still the worker's to finish.
+    /// Whether to check each fd against its header, as
+    /// [`Receiver::set_verify`] does: off by default here, because handoffd builds
+    /// every header from the socket it accepted or received on, and the check costs
+    /// two `getsockopt` calls per session. Turn it on for a broker you do not trust
+    /// to get that right.
+    pub fn set_verify(&mut self, verify: bool) {
+        self.receiver.set_verify(verify);
+    }
+
+    /// Waits for the next session and acknowledges it, with every other whole
+    /// session the same read brought (one ack for them all; they come out of the
+    /// next calls without waiting). `Ok(None)` when the broker closed the connection
+    /// (it is draining or gone); sessions already returned are still the worker's
+    /// to finish.
     ///
     /// # Errors
-    /// A [`ReceiveError`]; an error writing the ack is [`ReceiveError::Io`].
+    /// A [`ReceiveError`]; an error writing the ack is [`ReceiveError::Io`] (the
+    /// sessions it was for are closed here, and the broker sends them to another
+    /// worker).
     pub fn next_session(&mut self) -> Result<Option<Session>, ReceiveError> {
-        let Some(session) = self.receiver.pop()? else {
+        if let Some(next) = self.received.next() {
+            return next.map(Some);
+        }
+        let Some(first) = self.receiver.pop()? else {
             return Ok(None);
         };
-        self.control
-            .write_all(&Control::Ack(1).encode())
-            .map_err(ReceiveError::Io)?;
-        Ok(Some(session))
+        let n = self.received.take(first, || self.receiver.pop_buffered());
+        if let Err(e) = self.control.write_all(&Control::Ack(n).encode()) {
+            self.received = Received::default();
+            return Err(ReceiveError::Io(e));
+        }
+        self.received.next().transpose()
     }
 
     /// Changes how many sessions this worker may hold unacknowledged.
@@ -82,8 +143,8 @@ impl Worker {
 
 /// The worker side for a mio event loop: [`MioWorker::next_session`] answers
 /// [`ReceiveError::WouldBlock`] until a whole session has arrived, and sessions are
-/// acknowledged on receipt as with [`Worker`] (an ack the socket will not take now
-/// goes with the next call).
+/// acknowledged on receipt as with [`Worker`], those of one read in one ack (an ack
+/// the socket will not take now goes with the next call).
 ///
 /// ```no_run
 /// use mio::{Events, Interest, Poll, Token};
@@ -109,6 +170,7 @@ pub struct MioWorker {
     receiver: handoff_receiver::MioReceiver,
     control: UnixStream,
     unsent: Vec<u8>,
+    received: Received,
 }
 
 impl MioWorker {
@@ -121,11 +183,19 @@ impl MioWorker {
         let mut control = stream.try_clone()?;
         control.write_all(&Control::Credits(credits.max(1)).encode())?;
         // The clone shares the stream's O_NONBLOCK, which MioReceiver sets.
+        let mut receiver = handoff_receiver::MioReceiver::new(stream)?;
+        receiver.set_verify(false);
         Ok(MioWorker {
-            receiver: handoff_receiver::MioReceiver::new(stream)?,
+            receiver,
             control,
             unsent: Vec::new(),
+            received: Received::default(),
         })
+    }
+
+    /// As [`Worker::set_verify`]: off by default.
+    pub fn set_verify(&mut self, verify: bool) {
+        self.receiver.set_verify(verify);
     }
 
     /// The next session if a whole one has arrived, acknowledged; `Ok(None)` when
@@ -136,12 +206,19 @@ impl MioWorker {
     /// [`ReceiveError`]s; an error writing an ack is [`ReceiveError::Io`].
     pub fn next_session(&mut self) -> Result<Option<Session>, ReceiveError> {
         self.flush_acks().map_err(ReceiveError::Io)?;
-        let Some(session) = self.receiver.pop()? else {
+        if let Some(next) = self.received.next() {
+            return next.map(Some);
+        }
+        let Some(first) = self.receiver.pop()? else {
             return Ok(None);
         };
-        self.unsent.extend_from_slice(&Control::Ack(1).encode());
-        self.flush_acks().map_err(ReceiveError::Io)?;
-        Ok(Some(session))
+        let n = self.received.take(first, || self.receiver.pop_buffered());
+        self.unsent.extend_from_slice(&Control::Ack(n).encode());
+        if let Err(e) = self.flush_acks() {
+            self.received = Received::default();
+            return Err(ReceiveError::Io(e));
+        }
+        self.received.next().transpose()
     }
 
     /// Writes acks the socket would not take before.
