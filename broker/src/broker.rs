@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use handoff_forwarder::{MioForwarder, Outgoing};
 use handoff_listen::{Activation, Names, UnixOptions};
-use handoff_proto::{Endpoint, Header, Protocol, SocketType, UnixEndpoint};
+use handoff_proto::{Endpoint, Header, Protocol, SocketType, UnixEndpoint, MAX_BATCH};
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -84,6 +84,10 @@ struct Pool {
     queue: VecDeque<Held>,
     workers: Vec<Token>,
     next: usize,
+    /// Whether the queue or the workers changed since the last dispatch: sessions
+    /// queued during one turn of the event loop go out together at its end, several
+    /// to a `sendmsg`.
+    dirty: bool,
 }
 
 /// A connection being pre-read.
@@ -180,6 +184,7 @@ impl Broker {
                 queue: VecDeque::new(),
                 workers: Vec::new(),
                 next: 0,
+                dirty: false,
             });
         }
         let mut listeners = Vec::new();
@@ -338,6 +343,8 @@ impl Broker {
             }
             self.expire_prereads();
             self.resume_listeners();
+            // Last: everything this turn queued goes out before the next poll.
+            self.dispatch_all();
             if self.reserve.is_none() {
                 self.reserve = std::fs::File::open("/dev/null").ok();
             }
@@ -451,8 +458,13 @@ impl Broker {
         }
     }
 
-    /// Whether the pool can take one more session now or after queueing.
-    fn has_room(&self, pool: usize) -> bool {
+    /// Whether the pool's queue can take one more session. Sessions wait in the
+    /// queue until the end of the loop's turn; a queue that looks full is
+    /// dispatched first, so that only sessions no worker can take count.
+    fn has_room(&mut self, pool: usize) -> bool {
+        if self.pools[pool].queue.len() >= self.pools[pool].queue_limit {
+            self.dispatch(pool);
+        }
         let p = &self.pools[pool];
         p.queue.len() < p.queue_limit
     }
@@ -463,12 +475,12 @@ impl Broker {
     }
 
     fn incoming(&mut self, listener: usize, conn: Incoming, peer: Option<SocketAddr>) {
-        let l = &self.listeners[listener];
-        if !self.has_room(l.pool) {
+        if !self.has_room(self.listeners[listener].pool) {
             // Overload policy: the queue is full; close the connection at once.
             self.refuse(listener);
             return;
         }
+        let l = &self.listeners[listener];
         match conn {
             Incoming::Unix(s, peer) => {
                 let Source::Unix(_, local) = &l.source else {
@@ -635,11 +647,11 @@ impl Broker {
                 Ok(h) => h,
                 Err(_) => continue,
             };
-            if !self.has_room(l.pool) {
+            let pool = l.pool;
+            if !self.has_room(pool) {
                 self.refuse(i);
                 continue;
             }
-            let pool = l.pool;
             self.enqueue(Held {
                 fd,
                 header,
@@ -650,49 +662,71 @@ impl Broker {
     }
 
     fn enqueue(&mut self, held: Held) {
-        let pool = held.pool;
-        self.pools[pool].queue.push_back(held);
-        self.dispatch(pool);
+        let pool = &mut self.pools[held.pool];
+        pool.queue.push_back(held);
+        pool.dirty = true;
     }
 
-    /// Sends queued sessions to workers with credit, per the pool's policy.
-    fn dispatch(&mut self, pool: usize) {
-        loop {
-            if self.pools[pool].queue.is_empty() {
-                break;
-            }
-            let Some(token) = self.pick(pool) else { break };
-            // pick() returned a live worker of this pool, and the queue was not empty.
-            let Some((_, worker)) = self.workers.get_mut(&token) else {
-                break;
-            };
-            let Some(held) = self.pools[pool].queue.pop_front() else {
-                break;
-            };
-            let out = Outgoing::new(held.fd.as_fd(), held.header.clone(), &held.data);
-            match worker.fwd.push(&out) {
-                Ok(_) => {
-                    worker.outstanding.push_back(held);
-                    let (pid, n) = (worker.pid, worker.outstanding.len() as u64);
-                    let name = self.pools[pool].name.clone();
-                    self.metrics.add(|m| &mut m.forwarded, &name, 1);
-                    self.metrics.lock().outstanding.insert((name, pid), n);
-                }
-                Err(e) => {
-                    self.pools[pool].queue.push_front(held);
-                    info!(
-                        "pool {:?}: worker {} failed: {e}",
-                        self.pools[pool].name, worker.pid
-                    );
-                    self.worker_gone(token);
-                }
+    /// Dispatches every pool whose queue or workers changed in this turn.
+    fn dispatch_all(&mut self) {
+        for pool in 0..self.pools.len() {
+            if self.pools[pool].dirty {
+                self.dispatch(pool);
             }
         }
-        let (name, n) = (
-            self.pools[pool].name.clone(),
-            self.pools[pool].queue.len() as u64,
-        );
-        self.metrics.lock().queued.insert(name, n);
+    }
+
+    /// Sends queued sessions to workers with credit, per the pool's policy: first
+    /// each session is given its worker, in order; then each worker gets its share
+    /// in as few `sendmsg` calls as the batch limit allows.
+    fn dispatch(&mut self, pool: usize) {
+        while std::mem::take(&mut self.pools[pool].dirty) {
+            // Each worker given sessions, and where they start in its outstanding.
+            let mut given: Vec<(Token, usize)> = Vec::new();
+            while !self.pools[pool].queue.is_empty() {
+                let Some(token) = self.pick(pool) else { break };
+                // pick() returned a live worker of this pool, and the queue was not
+                // empty.
+                let Some((_, worker)) = self.workers.get_mut(&token) else {
+                    break;
+                };
+                let Some(held) = self.pools[pool].queue.pop_front() else {
+                    break;
+                };
+                if !given.iter().any(|(t, _)| *t == token) {
+                    given.push((token, worker.outstanding.len()));
+                }
+                worker.outstanding.push_back(held);
+            }
+            let mut forwarded = 0;
+            for (token, from) in given {
+                let Some((_, worker)) = self.workers.get_mut(&token) else {
+                    continue;
+                };
+                match send_from(worker, from) {
+                    Ok(n) => {
+                        forwarded += n;
+                        let (name, pid) = (self.pools[pool].name.clone(), worker.pid);
+                        let out = worker.outstanding.len() as u64;
+                        self.metrics.lock().outstanding.insert((name, pid), out);
+                    }
+                    Err(e) => {
+                        info!(
+                            "pool {:?}: worker {} failed: {e}",
+                            self.pools[pool].name, worker.pid
+                        );
+                        // Its sessions go back to the queue, and this loop goes on.
+                        self.worker_gone(token);
+                    }
+                }
+            }
+            let name = self.pools[pool].name.clone();
+            if forwarded > 0 {
+                self.metrics.add(|m| &mut m.forwarded, &name, forwarded);
+            }
+            let queued = self.pools[pool].queue.len() as u64;
+            self.metrics.lock().queued.insert(name, queued);
+        }
     }
 
     /// The worker to send the next session to, among those with credit left: the
@@ -867,7 +901,8 @@ impl Broker {
         if closed {
             return self.worker_gone(token);
         }
-        self.dispatch(pool);
+        // Credit freed: what waits goes out at the end of this turn.
+        self.pools[pool].dirty = true;
     }
 
     /// A worker went away: every session it had not acknowledged goes back to the
@@ -894,8 +929,22 @@ impl Broker {
             *m.workers.entry(name.clone()).or_default() -= 1;
             *m.redispatched.entry(name).or_default() += n;
         }
-        self.dispatch(pool);
+        self.pools[pool].dirty = true;
     }
+}
+
+/// Sends a worker the sessions of its outstanding list from index `from` on, up to
+/// the batch limit per `sendmsg`; how many.
+fn send_from(worker: &mut Worker, from: usize) -> Result<u64, handoff_forwarder::ForwardError> {
+    let fresh = &worker.outstanding.make_contiguous()[from..];
+    for chunk in fresh.chunks(MAX_BATCH) {
+        let batch: Vec<Outgoing<'_>> = chunk
+            .iter()
+            .map(|h| Outgoing::new(h.fd.as_fd(), h.header.clone(), &h.data))
+            .collect();
+        worker.fwd.push_batch(&batch)?;
+    }
+    Ok(fresh.len() as u64)
 }
 
 /// Where a pre-read stands after reading what is there.
