@@ -55,9 +55,10 @@ enum Source {
 }
 
 struct Listener {
-    name: String,
+    /// Shared with its connections still pre-reading, as `preread` is.
+    name: Rc<str>,
     pool: usize,
-    preread: Preread,
+    preread: Rc<Preread>,
     preread_timeout: Duration,
     source: Source,
     /// Set while accepting is paused (out of fds): when to try again.
@@ -95,9 +96,9 @@ struct Prereading {
     stream: TcpStream,
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    listener: String,
+    listener: Rc<str>,
     pool: usize,
-    preread: Preread,
+    preread: Rc<Preread>,
     buf: Vec<u8>,
     deadline: Instant,
 }
@@ -239,9 +240,9 @@ impl Broker {
             };
             register_source(&poll, &mut source, Token(i))?;
             listeners.push(Listener {
-                name: l.name.clone(),
+                name: Rc::from(l.name.as_str()),
                 pool: l.pool,
-                preread: l.preread.clone(),
+                preread: Rc::new(l.preread.clone()),
                 preread_timeout: l.preread_timeout,
                 source,
                 paused_until: None,
@@ -281,7 +282,7 @@ impl Broker {
                         .local_addr()
                         .map(|a| format!("unix:{:?}", a.as_pathname())),
                 };
-                (l.name.clone(), addr.unwrap_or_default())
+                (l.name.to_string(), addr.unwrap_or_default())
             })
             .collect()
     }
@@ -507,16 +508,16 @@ impl Broker {
                     Source::Tcp(_, local) => *local,
                     _ => None,
                 };
-                if l.preread == Preread::None {
+                if *l.preread == Preread::None {
                     self.hand_off_tcp(s, peer, local, l.pool, Vec::new());
                 } else {
                     let mut p = Prereading {
                         stream: TcpStream::from_std(s),
                         peer,
                         local,
-                        listener: l.name.clone(),
+                        listener: Rc::clone(&l.name),
                         pool: l.pool,
-                        preread: l.preread.clone(),
+                        preread: Rc::clone(&l.preread),
                         buf: Vec::new(),
                         deadline: Instant::now() + l.preread_timeout,
                     };
@@ -962,7 +963,7 @@ enum Step {
 fn read_more(p: &mut Prereading) -> Step {
     let mut chunk = [0u8; 4096];
     loop {
-        let want = match &p.preread {
+        let want = match &*p.preread {
             Preread::None => 0,
             Preread::Bytes(n) => n.saturating_sub(p.buf.len()),
             Preread::Until { max, .. } => max.saturating_sub(p.buf.len()),
@@ -980,12 +981,9 @@ fn read_more(p: &mut Prereading) -> Step {
             Ok(0) => return Step::Done,
             Ok(n) => {
                 p.buf.extend_from_slice(&chunk[..n]);
-                if let Preread::Until { delimiter, .. } = &p.preread {
+                if let Preread::Until { delimiter, .. } = &*p.preread {
                     let from = p.buf.len().saturating_sub(n + delimiter.len());
-                    if p.buf[from..]
-                        .windows(delimiter.len())
-                        .any(|w| w == delimiter.as_slice())
-                    {
+                    if memchr::memmem::find(&p.buf[from..], delimiter).is_some() {
                         return Step::Done;
                     }
                 }

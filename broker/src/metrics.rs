@@ -49,7 +49,12 @@ impl Shared {
         n: u64,
     ) {
         let mut m = self.lock();
-        *pick(&mut m).entry(key.to_owned()).or_default() += n;
+        let counters = pick(&mut m);
+        // Every key is there from the start, but for a name first seen here.
+        match counters.get_mut(key) {
+            Some(count) => *count += n,
+            None => drop(counters.insert(key.to_owned(), n)),
+        }
     }
 
     /// The Prometheus text exposition of every counter.
