@@ -4,14 +4,17 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins --examples
-//! target/release/examples/bench_broker [--connections N] [--clients C]
+//! target/release/examples/bench_broker [--connections N] [--clients C,C...] [--rounds R]
 //! ```
 //!
-//! Each connection sends one HTTP request and reads the answer to the end. Server CPU
-//! is user + system time, from `/proc`, of every server process: the two direct
-//! workers, or handoffd and its two workers. The load generator (this process) is
-//! not counted. Targets (SPEC §7): handoffd's CPU per connection ≤ 1.3× direct; the
-//! busiest worker ≤ 52% of sessions.
+//! Each connection sends one HTTP request and reads the answer to the end; C client
+//! threads do so in a closed loop (4 and 64 by default: a light and a busy server).
+//! Server CPU is the time on CPU, in nanoseconds from `/proc/PID/task/*/schedstat`,
+//! of every server process: the two direct workers, or handoffd and its two
+//! workers. The load generator (this process) is not counted. Both servers run side
+//! by side and take turns, R rounds (default 3) of N connections each per load; the
+//! figures are medians over the rounds. Targets (SPEC §7): handoffd's CPU per
+//! connection ≤ 1.3× direct; the busiest worker ≤ 52% of sessions.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -84,23 +87,22 @@ fn handoff_worker(pool: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// User + system CPU of `pid` so far.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz)
+/// Time on CPU of every thread of `pid` so far (the first field of each
+/// thread's `schedstat`, in nanoseconds).
+fn cpu(pid: u32) -> io::Result<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(Duration::from_nanos(ns))
 }
 
-fn total_cpu(pids: &[u32]) -> Duration {
+fn total_cpu(pids: &[u32]) -> io::Result<Duration> {
     pids.iter().map(|&p| cpu(p)).sum()
 }
 
@@ -116,13 +118,16 @@ fn request(addr: SocketAddr) -> io::Result<String> {
 struct Run {
     wall: Duration,
     cpu: Duration,
+    /// Of `cpu`, the first process's (handoffd's).
+    first_cpu: Duration,
     by_worker: HashMap<String, u64>,
 }
 
 /// `clients` threads make `n` connections in all.
 fn load(addr: SocketAddr, n: u64, clients: u64, pids: &[u32]) -> io::Result<Run> {
     let counts = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
-    let cpu0 = total_cpu(pids);
+    let cpu0 = total_cpu(pids)?;
+    let first0 = cpu(pids[0])?;
     let t0 = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
@@ -146,11 +151,13 @@ fn load(addr: SocketAddr, n: u64, clients: u64, pids: &[u32]) -> io::Result<Run>
             .map_err(|_| io::Error::other("a client thread panicked"))??;
     }
     let wall = t0.elapsed();
-    let cpu = total_cpu(pids) - cpu0;
+    let total = total_cpu(pids)? - cpu0;
+    let first_cpu = cpu(pids[0])? - first0;
     let by_worker = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Run {
         wall,
-        cpu,
+        cpu: total,
+        first_cpu,
         by_worker,
     })
 }
@@ -190,17 +197,23 @@ impl Drop for Procs {
 
 fn bench(args: &[String]) -> io::Result<()> {
     let mut n = 10_000u64;
-    let mut clients = 4u64;
+    let mut loads = vec![4u64, 64];
+    let mut rounds = 3usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| io::Error::other(format!("{a} needs a number")))
+        let value = it
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{a} needs a value")))?;
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|&x| x > 0)
+                .ok_or_else(|| io::Error::other(format!("{a}: {v:?} is not a count")))
         };
         match a.as_str() {
-            "--connections" => n = value()?,
-            "--clients" => clients = value()?.max(1),
+            "--connections" => n = number(value)?,
+            "--clients" => loads = value.split(',').map(number).collect::<io::Result<_>>()?,
+            "--rounds" => rounds = number(value)? as usize,
             other => return Err(io::Error::other(format!("unknown argument {other}"))),
         }
     }
@@ -218,20 +231,18 @@ fn bench(args: &[String]) -> io::Result<()> {
     }
 
     // Direct: two SO_REUSEPORT workers.
-    let addr = free_addr()?;
+    let direct_addr = free_addr()?;
     let direct = Procs(
         (0..2)
             .map(|_| {
                 Command::new(&me)
-                    .args(["--direct-worker", &addr.to_string()])
+                    .args(["--direct-worker", &direct_addr.to_string()])
                     .spawn()
             })
             .collect::<io::Result<_>>()?,
     );
-    warm_up(addr)?;
-    let pids: Vec<u32> = direct.0.iter().map(Child::id).collect();
-    let d = load(addr, n, clients, &pids)?;
-    drop(direct);
+    warm_up(direct_addr)?;
+    let direct_pids: Vec<u32> = direct.0.iter().map(Child::id).collect();
 
     // handoffd with two workers.
     let addr = free_addr()?;
@@ -246,7 +257,7 @@ fn bench(args: &[String]) -> io::Result<()> {
             pool.display()
         ),
     )?;
-    let mut procs = Procs(vec![Command::new(&handoffd)
+    let mut brokered = Procs(vec![Command::new(&handoffd)
         .arg("--config")
         .arg(&config)
         .stderr(Stdio::null())
@@ -259,7 +270,7 @@ fn bench(args: &[String]) -> io::Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     for _ in 0..2 {
-        procs.0.push(
+        brokered.0.push(
             Command::new(&me)
                 .arg("--handoff-worker")
                 .arg(&pool)
@@ -267,51 +278,67 @@ fn bench(args: &[String]) -> io::Result<()> {
         );
     }
     warm_up(addr)?;
-    let pids: Vec<u32> = procs.0.iter().map(Child::id).collect();
-    let broker_cpu0 = cpu(pids[0]);
-    let b = load(addr, n, clients, &pids)?;
-    let broker_share = (cpu(pids[0]) - broker_cpu0).as_secs_f64() * 1e6 / n as f64;
-    drop(procs);
+    let brokered_pids: Vec<u32> = brokered.0.iter().map(Child::id).collect();
+
+    println!(
+        "{n} connections per round, {rounds} round(s) per load, medians; server CPU = time on CPU of every server process"
+    );
+    println!(
+        "{:<8} {:<22} {:>9} {:>15} {:>14} {:>8}",
+        "clients", "server", "conn/s", "CPU µs/conn", "busiest worker", "ratio"
+    );
+    let mut verdicts = Vec::new();
+    for &clients in &loads {
+        let mut d = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..rounds {
+            d.push(load(direct_addr, n, clients, &direct_pids)?);
+            b.push(load(addr, n, clients, &brokered_pids)?);
+        }
+        let per = |r: &Run| r.cpu.as_secs_f64() * 1e6 / n as f64;
+        let rate = |r: &Run| n as f64 / r.wall.as_secs_f64();
+        let busiest =
+            |r: &Run| r.by_worker.values().copied().max().unwrap_or(0) as f64 * 100.0 / n as f64;
+        let ratio = median(d.iter().zip(&b).map(|(d, b)| per(b) / per(d)));
+        let row = |name: &str, runs: &[Run], ratio: String| {
+            println!(
+                "{clients:<8} {name:<22} {:>9.0} {:>15.1} {:>13.1}% {ratio:>8}",
+                median(runs.iter().map(rate)),
+                median(runs.iter().map(per)),
+                median(runs.iter().map(busiest)),
+            );
+        };
+        row("direct (SO_REUSEPORT)", &d, String::new());
+        row("handoffd + 2 workers", &b, format!("{ratio:.2}×"));
+        println!(
+            "{:<8} {:<22} handoffd itself {:.1} µs/conn, its workers {:.1}",
+            "",
+            "",
+            median(b.iter().map(|r| r.first_cpu.as_secs_f64() * 1e6 / n as f64)),
+            median(
+                b.iter()
+                    .map(|r| (r.cpu - r.first_cpu).as_secs_f64() * 1e6 / n as f64)
+            ),
+        );
+        verdicts.push((clients, ratio, median(b.iter().map(busiest))));
+    }
+    drop((direct, brokered));
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_file(&pool);
 
-    let per = |r: &Run| r.cpu.as_secs_f64() * 1e6 / n as f64;
-    let rate = |r: &Run| n as f64 / r.wall.as_secs_f64();
-    let busiest =
-        |r: &Run| r.by_worker.values().copied().max().unwrap_or(0) as f64 * 100.0 / n as f64;
-    println!("{n} connections from {clients} client threads; server CPU from /proc (10 ms ticks)");
-    println!(
-        "{:<28} {:>10} {:>18} {:>16}",
-        "server", "conn/s", "server CPU µs/conn", "busiest worker"
-    );
-    println!(
-        "{:<28} {:>10.0} {:>18.1} {:>15.1}%",
-        "direct (2 × SO_REUSEPORT)",
-        rate(&d),
-        per(&d),
-        busiest(&d)
-    );
-    println!(
-        "{:<28} {:>10.0} {:>18.1} {:>15.1}%",
-        "handoffd + 2 workers",
-        rate(&b),
-        per(&b),
-        busiest(&b)
-    );
-    println!(
-        "  of which handoffd itself: {broker_share:.1} µs/conn; its workers: {:.1}",
-        per(&b) - broker_share
-    );
     println!();
     println!("targets (SPEC §7):");
-    println!(
-        "  handoffd CPU per connection ≤ 1.3× direct: {:.2}×",
-        per(&b) / per(&d)
-    );
-    println!(
-        "  busiest worker ≤ 52% of sessions:          {:.1}% (direct: {:.1}%)",
-        busiest(&b),
-        busiest(&d)
-    );
+    for (clients, ratio, busiest) in verdicts {
+        println!(
+            "  {clients:>3} clients: handoffd CPU per connection ≤ 1.3× direct: {ratio:.2}×; busiest worker ≤ 52%: {busiest:.1}%"
+        );
+    }
     Ok(())
+}
+
+/// The median of some figures (the upper one of an even count).
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
