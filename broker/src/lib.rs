@@ -7,6 +7,10 @@
 //! socket. It keeps its copy of every session until the worker acknowledges it
 //! ([`protocol`]); if a worker goes away first, the session goes to another.
 //!
+//! Under load, the sessions of one turn of handoffd's event loop go to each worker
+//! in one `sendmsg` (up to 253), and the worker acknowledges every session one read
+//! brought in one message: the cost of a wakeup is shared by all of them.
+//!
 //! A worker is a few lines with [`Worker`]:
 //!
 //! ```no_run
