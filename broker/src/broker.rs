@@ -12,7 +12,8 @@
 //! on a timer saved a wakeup per connection and cost every client that timer's
 //! delay: tried, measured, reverted.)
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -119,6 +120,10 @@ pub struct Broker {
     pools: Vec<Pool>,
     workers: HashMap<Token, (usize, Worker)>,
     prereading: HashMap<Token, Prereading>,
+    /// When each pre-read times out, soonest first. A connection that finished
+    /// early leaves its entry behind, skipped when it comes up (tokens are never
+    /// reused): each turn costs the expired entries, not every connection.
+    preread_deadlines: BinaryHeap<Reverse<(Instant, Token)>>,
     next_token: usize,
     metrics: Shared,
     signals: Signals,
@@ -262,6 +267,7 @@ impl Broker {
             pools,
             workers: HashMap::new(),
             prereading: HashMap::new(),
+            preread_deadlines: BinaryHeap::new(),
             next_token: FIRST_DYNAMIC,
             metrics,
             signals,
@@ -356,10 +362,18 @@ impl Broker {
         Ok(())
     }
 
-    fn next_deadline(&self, drain: Option<Instant>) -> Option<Instant> {
-        let prereads = self.prereading.values().map(|p| p.deadline);
+    fn next_deadline(&mut self, drain: Option<Instant>) -> Option<Instant> {
+        // Entries of connections no longer pre-reading would wake the loop for
+        // nothing.
+        while let Some(Reverse((_, token))) = self.preread_deadlines.peek() {
+            if self.prereading.contains_key(token) {
+                break;
+            }
+            self.preread_deadlines.pop();
+        }
+        let preread = self.preread_deadlines.peek().map(|Reverse((at, _))| *at);
         let pauses = self.listeners.iter().filter_map(|l| l.paused_until);
-        prereads.chain(pauses).chain(drain).min()
+        pauses.chain(preread).chain(drain).min()
     }
 
     fn token(&mut self) -> Token {
@@ -535,6 +549,7 @@ impl Broker {
                         .register(&mut p.stream, token, Interest::READABLE)
                         .is_ok()
                     {
+                        self.preread_deadlines.push(Reverse((p.deadline, token)));
                         self.prereading.insert(token, p);
                     }
                 }
@@ -604,17 +619,17 @@ impl Broker {
 
     fn expire_prereads(&mut self) {
         let now = Instant::now();
-        let expired: Vec<Token> = self
-            .prereading
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for token in expired {
-            if let Some(p) = self.prereading.get(&token) {
-                self.metrics
-                    .add(|m| &mut m.preread_timeouts, &p.listener, 1);
+        while let Some(&Reverse((at, token))) = self.preread_deadlines.peek() {
+            if at > now {
+                break;
             }
+            self.preread_deadlines.pop();
+            // Gone already if it finished in time.
+            let Some(p) = self.prereading.get(&token) else {
+                continue;
+            };
+            self.metrics
+                .add(|m| &mut m.preread_timeouts, &p.listener, 1);
             // What arrived in time travels as the session data.
             self.finish_preread(token);
         }

@@ -518,6 +518,50 @@ fn a_preread_that_times_out_hands_off_what_arrived() {
     kill(&mut w);
 }
 
+/// Pre-reads that finish in time leave nothing to wake handoffd later: once they
+/// are served, it sleeps through the moments they would have timed out.
+#[test]
+fn finished_prereads_leave_no_timers_behind() {
+    let h = Handoffd::start(
+        "preread = { until = \"\\r\\n\\r\\n\", max = 4096 }\npreread_timeout_ms = 400",
+        "",
+    );
+    let mut w = h.worker();
+    h.wait_workers(1);
+    // Each head in two writes, so that each connection waits for a second read;
+    // one connection after another, so that their deadlines spread over the
+    // moments measured below.
+    for i in 0..20 {
+        let mut c = TcpStream::connect(("127.0.0.1", h.web)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "GET /t{i} HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        c.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert!(reply.ends_with(&format!(" GET /t{i}\n")), "{reply:?}");
+    }
+    assert_eq!(
+        h.metric("handoffd_preread_timeouts_total{listener=\"web\"}"),
+        0
+    );
+    // The event loop is the main thread; the admin endpoint has its own.
+    let wakeups = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", h.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let before = wakeups();
+    std::thread::sleep(Duration::from_millis(700));
+    let woke = wakeups() - before;
+    assert!(woke <= 3, "handoffd woke {woke} times with nothing to do");
+    kill(&mut w);
+}
+
 #[test]
 fn least_outstanding_avoids_a_worker_that_holds_sessions() {
     let h = Handoffd::start("", "dispatch = \"least-outstanding\"");
