@@ -13,9 +13,10 @@ use crate::protocol::Control;
 ///
 /// Each session is acknowledged as it is received — every session one read
 /// brought, in one ack — so the broker can let go of its copy; until then, a worker
-/// that dies has its sessions sent to another. From the ack on, the connection is the worker's alone: when [`Worker::next_session`]
-/// says the broker closed the pool, finish the connections being served before
-/// exiting, or their clients see them cut.
+/// that dies has its sessions sent to another. From the ack on, the connection is
+/// the worker's alone: when [`Worker::next_session`] says the broker closed the
+/// pool, finish the connections being served before exiting, or their clients see
+/// them cut.
 ///
 /// ```no_run
 /// use std::io::Write;
@@ -114,8 +115,8 @@ impl Worker {
     ///
     /// # Errors
     /// A [`ReceiveError`]; an error writing the ack is [`ReceiveError::Io`] (the
-    /// sessions it was for are closed here, and the broker sends them to another
-    /// worker).
+    /// sessions it was for are closed here: unacknowledged, they are still the
+    /// broker's to send to another worker).
     pub fn next_session(&mut self) -> Result<Option<Session>, ReceiveError> {
         if let Some(next) = self.received.next() {
             return next.map(Some);
