@@ -162,7 +162,11 @@ impl MioForwarder {
     /// taken back with [`MioForwarder::take_unsent`]); [`ForwardError::Poisoned`]
     /// after `take_unsent` dropped a session that had partly gone out.
     pub fn push(&mut self, session: &Outgoing<'_>) -> Result<Pushed, ForwardError> {
-        self.push_batch(std::slice::from_ref(session))
+        if self.poisoned {
+            return Err(ForwardError::Poisoned);
+        }
+        let prefix = session.header().encode(session.data().len(), self.mode)?;
+        self.push_encoded(std::slice::from_ref(&prefix), std::slice::from_ref(session))
     }
 
     /// Sends up to 253 sessions in one `sendmsg(2)`, their fds in one `SCM_RIGHTS`
@@ -195,14 +199,33 @@ impl MioForwarder {
         if sessions.is_empty() {
             return Ok(Pushed::Sent);
         }
+        self.push_encoded(&prefixes, sessions)
+    }
+
+    /// `push_batch` once every header is encoded.
+    fn push_encoded(
+        &mut self,
+        prefixes: &[Prefix],
+        sessions: &[Outgoing<'_>],
+    ) -> Result<Pushed, ForwardError> {
         if !self.queue.is_empty() {
             self.flush()?;
         }
         if self.queue.is_empty() {
-            let (iov, fds, total) = batch_parts(&prefixes, sessions);
-            let result = self
-                .stream
-                .try_io(|| sys::send(self.stream.as_fd(), &iov, &fds));
+            let sock = self.stream.as_fd();
+            let (result, total) = match (prefixes, sessions) {
+                // One session: its arguments on the stack.
+                ([prefix], [session]) => {
+                    let iov = [IoSlice::new(prefix), IoSlice::new(session.data())];
+                    let total = prefix.len() + session.data().len();
+                    let fds = [session.fd()];
+                    (self.stream.try_io(|| sys::send(sock, &iov, &fds)), total)
+                }
+                _ => {
+                    let (iov, fds, total) = batch_parts(prefixes, sessions);
+                    (self.stream.try_io(|| sys::send(sock, &iov, &fds)), total)
+                }
+            };
             match sent(result, total) {
                 Ok(Sent { written, .. }) if written == total => return Ok(Pushed::Sent),
                 Ok(Sent { mut written, .. }) => {
@@ -235,7 +258,7 @@ impl MioForwarder {
             .map(|s| s.fd().try_clone_to_owned())
             .collect::<io::Result<Vec<OwnedFd>>>()
             .map_err(ForwardError::Io)?;
-        for ((fd, prefix), session) in fds.into_iter().zip(&prefixes).zip(sessions) {
+        for ((fd, prefix), session) in fds.into_iter().zip(prefixes).zip(sessions) {
             self.queue.push_back(Queued::new(Some(fd), prefix, session));
         }
         Ok(Pushed::Queued)
