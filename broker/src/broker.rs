@@ -74,6 +74,27 @@ struct Worker {
     credits: usize,
     outstanding: VecDeque<Held>,
     inbox: Vec<u8>,
+    /// Whether the loop watches the socket for room to write: only while the
+    /// forwarder holds a queue. Watched always, every read the worker makes would
+    /// wake handoffd for nothing.
+    watching_writable: bool,
+}
+
+impl Worker {
+    /// Watches for room to write exactly while there is a queue to flush.
+    fn watch(&mut self, registry: &mio::Registry, token: Token) -> io::Result<()> {
+        let want = self.fwd.queued() > 0;
+        if want != self.watching_writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.fwd, token, interest)?;
+            self.watching_writable = want;
+        }
+        Ok(())
+    }
 }
 
 struct Pool {
@@ -719,7 +740,11 @@ impl Broker {
                 let Some((_, worker)) = self.workers.get_mut(&token) else {
                     continue;
                 };
-                match send_from(worker, from) {
+                let sent = send_from(worker, from).map_err(|e| e.to_string());
+                let watched = worker
+                    .watch(self.poll.registry(), token)
+                    .map_err(|e| e.to_string());
+                match sent.and_then(|n| watched.map(|()| n)) {
                     Ok(n) => {
                         forwarded += n;
                         let (name, pid) = (self.pools[pool].name.clone(), worker.pid);
@@ -822,12 +847,13 @@ impl Broker {
                 credits: 0,
                 outstanding: VecDeque::new(),
                 inbox: Vec::new(),
+                watching_writable: false,
             };
-            if let Err(e) = self.poll.registry().register(
-                &mut worker.fwd,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut worker.fwd, token, Interest::READABLE)
+            {
                 info!("pool {name:?}: cannot watch worker {}: {e}", worker.pid);
                 continue;
             }
@@ -849,7 +875,11 @@ impl Broker {
         let pool = *pool;
         // Writable: flush what the socket would not take.
         if writable && worker.fwd.queued() > 0 {
-            if let Err(e) = worker.fwd.flush() {
+            let flushed = worker.fwd.flush().map(drop).map_err(|e| e.to_string());
+            let watched = worker
+                .watch(self.poll.registry(), token)
+                .map_err(|e| e.to_string());
+            if let Err(e) = flushed.and(watched) {
                 info!(
                     "pool {:?}: worker {} failed: {e}",
                     self.pools[pool].name, worker.pid

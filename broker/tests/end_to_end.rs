@@ -562,6 +562,47 @@ fn finished_prereads_leave_no_timers_behind() {
     kill(&mut w);
 }
 
+/// A worker that stops reading (SIGSTOP) while 256 sessions of 4 KB each are sent
+/// to it: far more than its socket holds, so handoffd queues them, and sends the
+/// rest when the worker reads again. Every client is answered.
+#[test]
+fn sessions_a_stalled_worker_cannot_take_yet_wait_and_follow() {
+    let h = Handoffd::start("preread = { until = \"\\r\\n\\r\\n\", max = 8192 }", "");
+    let mut w = Command::new(example("http_worker"))
+        .args(["--credits", "256"])
+        .arg(&h.pool)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    h.wait_workers(1);
+    let worker = nix::unistd::Pid::from_raw(w.id() as i32);
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let padding = "x".repeat(4000);
+    let clients: Vec<TcpStream> = (0..256)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", h.web)).unwrap();
+            write!(
+                c,
+                "GET /big{i} HTTP/1.1\r\nHost: x\r\nX-Pad: {padding}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    h.wait_for("all 256 handed to the worker", |h| {
+        h.metric("handoffd_forwarded_total{pool=\"http\"}") == 256
+    });
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert!(reply.ends_with(&format!(" GET /big{i}\n")), "{reply:?}");
+    }
+    kill(&mut w);
+}
+
 #[test]
 fn least_outstanding_avoids_a_worker_that_holds_sessions() {
     let h = Handoffd::start("", "dispatch = \"least-outstanding\"");
