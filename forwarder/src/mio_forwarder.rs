@@ -231,12 +231,12 @@ impl MioForwarder {
                 Ok(Sent { mut written, .. }) => {
                     // Every fd went out with the first byte; the rest must follow.
                     for (prefix, session) in prefixes.iter().zip(sessions) {
-                        let mut q = Queued::new(None, prefix, session);
-                        let len = q.bytes.len();
+                        let len = prefix.len() + session.data().len();
                         if written >= len {
                             written -= len;
                             continue;
                         }
+                        let mut q = Queued::new(None, prefix, session);
                         q.sent = written;
                         written = 0;
                         self.queue.push_back(q);
