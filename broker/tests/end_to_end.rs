@@ -575,6 +575,9 @@ fn sessions_a_stalled_worker_cannot_take_yet_wait_and_follow() {
         .spawn()
         .unwrap();
     h.wait_workers(1);
+    // One answered request: the worker's credits have arrived (a worker stopped
+    // before announcing them would be sent nothing).
+    assert!(h.curl("/warm").ends_with(" GET /warm\n"));
     let worker = nix::unistd::Pid::from_raw(w.id() as i32);
     nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let padding = "x".repeat(4000);
@@ -589,8 +592,8 @@ fn sessions_a_stalled_worker_cannot_take_yet_wait_and_follow() {
             c
         })
         .collect();
-    h.wait_for("all 256 handed to the worker", |h| {
-        h.metric("handoffd_forwarded_total{pool=\"http\"}") == 256
+    h.wait_for("all 256 (and the first) handed to the worker", |h| {
+        h.metric("handoffd_forwarded_total{pool=\"http\"}") == 257
     });
     nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGCONT).unwrap();
     for (i, mut c) in clients.into_iter().enumerate() {
