@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use handoff_forwarder::{MioForwarder, Outgoing};
+use handoff_forwarder::{ForwardError, MioForwarder, Outgoing};
 use handoff_listen::{Activation, Names, UnixOptions};
 use handoff_proto::{Endpoint, Header, Protocol, SocketType, UnixEndpoint, MAX_BATCH};
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener};
@@ -78,12 +78,15 @@ struct Worker {
     /// forwarder holds a queue. Watched always, every read the worker makes would
     /// wake handoffd for nothing.
     watching_writable: bool,
+    /// Its socket was full and no fd was left to queue a copy with: it gets nothing
+    /// more until the socket has room again.
+    stalled: bool,
 }
 
 impl Worker {
     /// Watches for room to write exactly while there is a queue to flush.
     fn watch(&mut self, registry: &mio::Registry, token: Token) -> io::Result<()> {
-        let want = self.fwd.queued() > 0;
+        let want = self.fwd.queued() > 0 || self.stalled;
         if want != self.watching_writable {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -740,13 +743,36 @@ impl Broker {
                 let Some((_, worker)) = self.workers.get_mut(&token) else {
                     continue;
                 };
-                let sent = send_from(worker, from).map_err(|e| e.to_string());
+                let (taken, sent) = send_from(worker, from);
+                forwarded += taken as u64;
+                if let Err(ForwardError::Io(e)) = &sent {
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        // Out of fds to queue copies with, the socket full: not the
+                        // worker's fault. What was not taken waits in the pool's
+                        // queue, in order, until the worker reads.
+                        info!(
+                            "pool {:?}: worker {}: socket full and {e}; holding its sessions until it reads",
+                            self.pools[pool].name, worker.pid
+                        );
+                        let back: Vec<Held> = worker.outstanding.drain(from + taken..).collect();
+                        let queue = &mut self.pools[pool].queue;
+                        for held in back.into_iter().rev() {
+                            queue.push_front(held);
+                        }
+                        worker.stalled = true;
+                        // Another worker may take them now.
+                        self.pools[pool].dirty = true;
+                    }
+                }
+                let sent = match sent {
+                    Err(_) if worker.stalled => Ok(()),
+                    other => other.map_err(|e| e.to_string()),
+                };
                 let watched = worker
                     .watch(self.poll.registry(), token)
                     .map_err(|e| e.to_string());
-                match sent.and_then(|n| watched.map(|()| n)) {
-                    Ok(n) => {
-                        forwarded += n;
+                match sent.and(watched) {
+                    Ok(()) => {
                         let (name, pid) = (self.pools[pool].name.clone(), worker.pid);
                         let out = worker.outstanding.len() as u64;
                         self.metrics.lock().outstanding.insert((name, pid), out);
@@ -779,7 +805,7 @@ impl Broker {
         let load = |t: &Token| {
             self.workers
                 .get(t)
-                .filter(|(_, w)| w.outstanding.len() < w.credits)
+                .filter(|(_, w)| !w.stalled && w.outstanding.len() < w.credits)
                 .map(|(_, w)| w.outstanding.len())
         };
         let order = (0..n).map(|k| (p.next + k) % n);
@@ -848,6 +874,7 @@ impl Broker {
                 outstanding: VecDeque::new(),
                 inbox: Vec::new(),
                 watching_writable: false,
+                stalled: false,
             };
             if let Err(e) =
                 self.poll
@@ -874,7 +901,12 @@ impl Broker {
         };
         let pool = *pool;
         // Writable: flush what the socket would not take.
-        if writable && worker.fwd.queued() > 0 {
+        if writable && worker.stalled {
+            // Room again: what waited in the pool's queue can go.
+            worker.stalled = false;
+            self.pools[pool].dirty = true;
+        }
+        if writable && (worker.fwd.queued() > 0 || worker.watching_writable) {
             let flushed = worker.fwd.flush().map(drop).map_err(|e| e.to_string());
             let watched = worker
                 .watch(self.poll.registry(), token)
@@ -980,17 +1012,22 @@ impl Broker {
 }
 
 /// Sends a worker the sessions of its outstanding list from index `from` on, up to
-/// the batch limit per `sendmsg`; how many.
-fn send_from(worker: &mut Worker, from: usize) -> Result<u64, handoff_forwarder::ForwardError> {
+/// the batch limit per `sendmsg`: how many the forwarder took (sent or queued), and
+/// the error that stopped it, if one did.
+fn send_from(worker: &mut Worker, from: usize) -> (usize, Result<(), ForwardError>) {
     let fresh = &worker.outstanding.make_contiguous()[from..];
+    let mut taken = 0;
     for chunk in fresh.chunks(MAX_BATCH) {
         let batch: Vec<Outgoing<'_>> = chunk
             .iter()
             .map(|h| Outgoing::new(h.fd.as_fd(), h.header.clone(), &h.data))
             .collect();
-        worker.fwd.push_batch(&batch)?;
+        if let Err(e) = worker.fwd.push_batch(&batch) {
+            return (taken, Err(e));
+        }
+        taken += chunk.len();
     }
-    Ok(fresh.len() as u64)
+    (taken, Ok(()))
 }
 
 /// Where a pre-read stands after reading what is there.

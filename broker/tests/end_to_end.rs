@@ -835,6 +835,142 @@ fn out_of_fds_backs_off_and_recovers() {
     let _ = std::fs::remove_file(&pool);
 }
 
+/// Out of fds with a worker's socket full: the forwarder cannot copy fds to queue
+/// sessions, which is no fault of the worker. handoffd keeps them in the pool's
+/// queue and sends them when the worker reads again, instead of dropping it.
+#[test]
+fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_worker() {
+    let web = free_port();
+    let pool = sock_path("fdfull");
+    let config = sock_path("fdfull-config").with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n\
+             preread = {{ until = \"\\r\\n\\r\\n\", max = 16384 }}\n\
+             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
+            pool.display()
+        ),
+    )
+    .unwrap();
+    let mut hd = Command::new("sh")
+        .args(["-c", "ulimit -n 48 && exec \"$0\" --config \"$1\""])
+        .arg(binary("handoffd"))
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    let stderr = hd.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pool.exists() {
+        assert!(Instant::now() < deadline, "handoffd did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut w = Command::new(example("http_worker"))
+        .args(["--credits", "256"])
+        .arg(&pool)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // One answered request: the worker is connected and its credits are in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = TcpStream::connect(("127.0.0.1", web)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        if reply.ends_with(" GET /warm\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let worker = nix::unistd::Pid::from_raw(w.id() as i32);
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // First 20 whole requests of 12 KB: more than the worker's socket holds.
+    let padding = "x".repeat(12_000);
+    let mut clients: Vec<(String, TcpStream)> = (0..20)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", web)).unwrap();
+            write!(
+                c,
+                "GET /full{i} HTTP/1.1\r\nHost: x\r\nX-Pad: {padding}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            (format!("/full{i}"), c)
+        })
+        .collect();
+    // Then heads that stay incomplete, until handoffd has no fd left to accept with.
+    let mut late = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("pausing accept"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "fds never ran out: {:?}",
+            log.lock().unwrap()
+        );
+        let i = late.len();
+        let mut c = TcpStream::connect(("127.0.0.1", web)).unwrap();
+        write!(c, "GET /late{i} HTTP/1.1\r\n").unwrap();
+        late.push((format!("/late{i}"), c));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Their heads complete: sessions for a full socket, and no fd to queue them with.
+    for (_, c) in &mut late {
+        c.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    }
+    clients.append(&mut late);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("holding its sessions until it reads"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never held for want of fds: {:?}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for (path, mut c) in clients {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("{path}: {e}; log: {:?}", log.lock().unwrap()));
+        assert!(
+            reply.ends_with(&format!(" GET {path}\n")),
+            "{path}: {reply:?}"
+        );
+    }
+    assert!(
+        !log.lock().unwrap().iter().any(|l| l.contains("failed")),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    kill(&mut w);
+    kill(&mut hd);
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&pool);
+}
+
 #[test]
 fn a_unix_listener_serves_curl_over_its_socket() {
     let web = sock_path("web-unix");
