@@ -853,8 +853,18 @@ fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_w
         ),
     )
     .unwrap();
+    // Enough 12 KB requests to overfill the worker's socket (its send buffer is
+    // the system's default), and an fd limit that they leave room under.
+    let wmem: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(212_992);
+    let whole = wmem / 12_000 + 4;
     let mut hd = Command::new("sh")
-        .args(["-c", "ulimit -n 48 && exec \"$0\" --config \"$1\""])
+        .args([
+            "-c",
+            &format!("ulimit -n {} && exec \"$0\" --config \"$1\"", whole + 28),
+        ])
         .arg(binary("handoffd"))
         .arg(&config)
         .stderr(Stdio::piped())
@@ -896,9 +906,9 @@ fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_w
     }
     let worker = nix::unistd::Pid::from_raw(w.id() as i32);
     nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    // First 20 whole requests of 12 KB: more than the worker's socket holds.
+    // First the whole requests: more than the worker's socket holds.
     let padding = "x".repeat(12_000);
-    let mut clients: Vec<(String, TcpStream)> = (0..20)
+    let mut clients: Vec<(String, TcpStream)> = (0..whole)
         .map(|i| {
             let mut c = TcpStream::connect(("127.0.0.1", web)).unwrap();
             write!(
