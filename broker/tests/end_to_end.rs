@@ -70,23 +70,52 @@ impl Handoffd {
     fn start(extra_listener: &str, extra_pool: &str) -> Handoffd {
         let web = free_port();
         Handoffd::launch(web, |admin, pool| {
-            format!(
-                "drain_timeout_ms = 3000\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-                 [[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n{extra_listener}\n\
-                 [[pool]]\nname = \"http\"\nsocket = \"{}\"\n{extra_pool}\n",
-                pool.display()
-            )
+            Handoffd::config(web, admin, pool, extra_listener, extra_pool)
         })
+    }
+
+    /// The configuration [`Handoffd::start`] uses.
+    fn config(
+        web: u16,
+        admin: u16,
+        pool: &std::path::Path,
+        extra_listener: &str,
+        extra_pool: &str,
+    ) -> String {
+        format!(
+            "drain_timeout_ms = 3000\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n{extra_listener}\n\
+             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n{extra_pool}\n",
+            pool.display()
+        )
     }
 
     /// Starts handoffd with the configuration `config(admin_port, pool_socket)`.
     fn launch(web: u16, config: impl FnOnce(u16, &std::path::Path) -> String) -> Handoffd {
+        Handoffd::launch_limited(web, None, config)
+    }
+
+    /// As [`Handoffd::launch`], under `ulimit -n fd_limit` if one is given.
+    fn launch_limited(
+        web: u16,
+        fd_limit: Option<usize>,
+        config: impl FnOnce(u16, &std::path::Path) -> String,
+    ) -> Handoffd {
         let admin = free_port();
         let pool = sock_path("pool");
         let config_path = sock_path("config").with_extension("toml");
         std::fs::write(&config_path, config(admin, &pool)).unwrap();
         let config = config_path;
-        let mut child = Command::new(binary("handoffd"))
+        let mut command = match fd_limit {
+            None => Command::new(binary("handoffd")),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(binary("handoffd"));
+                sh
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .stderr(Stdio::piped())
@@ -155,6 +184,13 @@ impl Handoffd {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits until handoffd has logged a line containing `needle`.
+    fn wait_for_log(&self, needle: &str) {
+        self.wait_for(&format!("{needle:?} in the log"), |h| {
+            h.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        });
     }
 
     fn wait_workers(&self, n: u64) {
@@ -737,39 +773,14 @@ fn listeners_adopted_from_systemd_by_name() {
 #[test]
 fn out_of_fds_backs_off_and_recovers() {
     let web = free_port();
-    let admin = free_port();
-    let pool = sock_path("emfile");
-    let config = sock_path("emfile-config").with_extension("toml");
-    std::fs::write(
-        &config,
+    // A limit of 40 fds: the held connections use them up long before 60 arrive.
+    let hd = Handoffd::launch_limited(web, Some(40), |admin, pool| {
         format!(
             "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n\
              [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
             pool.display()
-        ),
-    )
-    .unwrap();
-    // A limit of 40 fds: the held connections use them up long before 60 arrive.
-    let mut hd = Command::new("sh")
-        .args(["-c", "ulimit -n 40 && exec \"$0\" --config \"$1\""])
-        .arg(binary("handoffd"))
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    let stderr = hd.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
+        )
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pool.exists() {
-        assert!(Instant::now() < deadline, "handoffd did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let clients: Vec<TcpStream> = (0..60)
         .map(|i| {
             let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
@@ -781,20 +792,7 @@ fn out_of_fds_backs_off_and_recovers() {
             s
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("pausing accept"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no back-off: {:?}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    hd.wait_for_log("pausing accept");
     // Paused, not spinning: a second of it costs little CPU.
     let cpu = |pid: u32| -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -807,19 +805,15 @@ fn out_of_fds_backs_off_and_recovers() {
             .collect();
         f[11] + f[12]
     };
-    let before = cpu(hd.id());
+    let before = cpu(hd.child.id());
     std::thread::sleep(Duration::from_secs(1));
-    let used = cpu(hd.id()) - before;
+    let used = cpu(hd.child.id()) - before;
     assert!(
         used < 50,
         "{used} ticks of CPU in one second while out of fds"
     );
     // A worker drains the held sessions; fds free up; every client is answered.
-    let mut w = Command::new(example("http_worker"))
-        .arg(&pool)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut w = hd.worker();
     for (i, mut c) in clients.into_iter().enumerate() {
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut reply = String::new();
@@ -830,9 +824,6 @@ fn out_of_fds_backs_off_and_recovers() {
         );
     }
     kill(&mut w);
-    kill(&mut hd);
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&pool);
 }
 
 /// Out of fds with a worker's socket full: the forwarder cannot copy fds to queue
@@ -840,19 +831,6 @@ fn out_of_fds_backs_off_and_recovers() {
 /// queue and sends them when the worker reads again, instead of dropping it.
 #[test]
 fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_worker() {
-    let web = free_port();
-    let pool = sock_path("fdfull");
-    let config = sock_path("fdfull-config").with_extension("toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n\
-             preread = {{ until = \"\\r\\n\\r\\n\", max = 16384 }}\n\
-             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
-            pool.display()
-        ),
-    )
-    .unwrap();
     // Enough 12 KB requests to overfill the worker's socket (its send buffer is
     // the system's default), and an fd limit that they leave room under.
     let wmem: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
@@ -860,50 +838,25 @@ fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_w
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(212_992);
     let whole = wmem / 12_000 + 4;
-    let mut hd = Command::new("sh")
-        .args([
-            "-c",
-            &format!("ulimit -n {} && exec \"$0\" --config \"$1\"", whole + 28),
-        ])
-        .arg(binary("handoffd"))
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    let stderr = hd.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
+    let web = free_port();
+    let h = Handoffd::launch_limited(web, Some(whole + 28), |admin, pool| {
+        Handoffd::config(
+            web,
+            admin,
+            pool,
+            "preread = { until = \"\\r\\n\\r\\n\", max = 16384 }",
+            "",
+        )
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pool.exists() {
-        assert!(Instant::now() < deadline, "handoffd did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let mut w = Command::new(example("http_worker"))
         .args(["--credits", "256"])
-        .arg(&pool)
+        .arg(&h.pool)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // One answered request: the worker is connected and its credits are in.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut c = TcpStream::connect(("127.0.0.1", web)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c.write_all(b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut reply = String::new();
-        let _ = c.read_to_string(&mut reply);
-        if reply.ends_with(" GET /warm\n") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the worker never answered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    h.wait_workers(1);
+    // One answered request: the worker's credits are in.
+    assert!(h.curl("/warm").ends_with(" GET /warm\n"));
     let worker = nix::unistd::Pid::from_raw(w.id() as i32);
     nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
     // First the whole requests: more than the worker's socket holds.
@@ -922,7 +875,8 @@ fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_w
     // Then heads that stay incomplete, until handoffd has no fd left to accept with.
     let mut late = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !log
+    while !h
+        .log
         .lock()
         .unwrap()
         .iter()
@@ -931,7 +885,7 @@ fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_w
         assert!(
             Instant::now() < deadline,
             "fds never ran out: {:?}",
-            log.lock().unwrap()
+            h.log.lock().unwrap()
         );
         let i = late.len();
         let mut c = TcpStream::connect(("127.0.0.1", web)).unwrap();
@@ -945,40 +899,22 @@ fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_w
             .unwrap();
     }
     clients.append(&mut late);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("holding its sessions until it reads"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "never held for want of fds: {:?}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    h.wait_for_log("holding its sessions until it reads");
     nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGCONT).unwrap();
     for (path, mut c) in clients {
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut reply = String::new();
         c.read_to_string(&mut reply)
-            .unwrap_or_else(|e| panic!("{path}: {e}; log: {:?}", log.lock().unwrap()));
+            .unwrap_or_else(|e| panic!("{path}: {e}; log: {:?}", h.log.lock().unwrap()));
         assert!(
             reply.ends_with(&format!(" GET {path}\n")),
             "{path}: {reply:?}"
         );
     }
-    assert!(
-        !log.lock().unwrap().iter().any(|l| l.contains("failed")),
-        "{:?}",
-        log.lock().unwrap()
-    );
+    let log = h.log.lock().unwrap();
+    assert!(!log.iter().any(|l| l.contains("failed")), "{log:?}");
+    drop(log);
     kill(&mut w);
-    kill(&mut hd);
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&pool);
 }
 
 #[test]
