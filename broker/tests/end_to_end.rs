@@ -212,7 +212,7 @@ impl Handoffd {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    fn stop(&mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -221,7 +221,6 @@ impl Handoffd {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let _ = std::fs::remove_file(&self.config);
                 return status;
             }
             assert!(
@@ -234,9 +233,13 @@ impl Handoffd {
 }
 
 impl Drop for Handoffd {
+    /// Kills handoffd if it still runs, and removes its files: a killed handoffd
+    /// leaves its pool socket behind (SIGTERM is what cleans up).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pool);
+        let _ = std::fs::remove_file(&self.config);
     }
 }
 
@@ -255,7 +258,7 @@ fn served_by(reply: &str) -> String {
 
 #[test]
 fn curl_against_two_http_workers_round_robin() {
-    let h = Handoffd::start(
+    let mut h = Handoffd::start(
         "preread = { until = \"\\r\\n\\r\\n\", max = 8192 }",
         "dispatch = \"round-robin\"",
     );
@@ -278,9 +281,8 @@ fn curl_against_two_http_workers_round_robin() {
     assert_eq!(h.metric("handoffd_accepted_total{listener=\"web\"}"), 20);
     assert_eq!(h.metric("handoffd_forwarded_total{pool=\"http\"}"), 20);
     // SIGTERM: drains, exits 0, and removes the pool socket.
-    let pool = h.pool.clone();
     assert!(h.stop().success());
-    assert!(!pool.exists());
+    assert!(!h.pool.exists());
     kill(&mut a);
     kill(&mut b);
 }
@@ -953,7 +955,7 @@ fn a_unix_listener_serves_curl_over_its_socket() {
 /// a session once its head is in, and the drain waits for it.
 #[test]
 fn draining_waits_for_connections_still_pre_reading() {
-    let h = Handoffd::start(
+    let mut h = Handoffd::start(
         "preread = { until = \"\\r\\n\\r\\n\", max = 4096 }\npreread_timeout_ms = 5000",
         "",
     );
