@@ -106,6 +106,26 @@ fn total_cpu(pids: &[u32]) -> io::Result<Duration> {
     pids.iter().map(|&p| cpu(p)).sum()
 }
 
+/// How many times the threads of `pid` went to sleep and were woken so far
+/// (`voluntary_ctxt_switches` of each thread's `status`): a broker's cost per
+/// connection is mostly its wakeups.
+fn sleeps(pid: u32) -> io::Result<u64> {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(task?.path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(n)
+}
+
+fn total_sleeps(pids: &[u32]) -> io::Result<u64> {
+    pids.iter().map(|&p| sleeps(p)).sum()
+}
+
 /// One request; the pid that answered.
 fn request(addr: SocketAddr) -> io::Result<String> {
     let mut s = TcpStream::connect(addr)?;
@@ -120,6 +140,9 @@ struct Run {
     cpu: Duration,
     /// Of `cpu`, the first process's (handoffd's).
     first_cpu: Duration,
+    /// Times every server process, and the first, went to sleep.
+    sleeps: u64,
+    first_sleeps: u64,
     by_worker: HashMap<String, u64>,
 }
 
@@ -128,6 +151,7 @@ fn load(addr: SocketAddr, n: u64, clients: u64, pids: &[u32]) -> io::Result<Run>
     let counts = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
     let cpu0 = total_cpu(pids)?;
     let first0 = cpu(pids[0])?;
+    let (sleeps0, first_sleeps0) = (total_sleeps(pids)?, sleeps(pids[0])?);
     let t0 = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
@@ -153,11 +177,15 @@ fn load(addr: SocketAddr, n: u64, clients: u64, pids: &[u32]) -> io::Result<Run>
     let wall = t0.elapsed();
     let total = total_cpu(pids)? - cpu0;
     let first_cpu = cpu(pids[0])? - first0;
+    let first_sleeps = sleeps(pids[0])? - first_sleeps0;
+    let all_sleeps = total_sleeps(pids)? - sleeps0;
     let by_worker = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Run {
         wall,
         cpu: total,
         first_cpu,
+        sleeps: all_sleeps,
+        first_sleeps,
         by_worker,
     })
 }
@@ -284,8 +312,8 @@ fn bench(args: &[String]) -> io::Result<()> {
         "{n} connections per round, {rounds} round(s) per load, medians; server CPU = time on CPU of every server process"
     );
     println!(
-        "{:<8} {:<22} {:>9} {:>15} {:>14} {:>8}",
-        "clients", "server", "conn/s", "CPU µs/conn", "busiest worker", "ratio"
+        "{:<8} {:<22} {:>9} {:>12} {:>12} {:>14} {:>8}",
+        "clients", "server", "conn/s", "CPU µs/conn", "sleeps/conn", "busiest worker", "ratio"
     );
     let mut verdicts = Vec::new();
     for &clients in &loads {
@@ -302,9 +330,10 @@ fn bench(args: &[String]) -> io::Result<()> {
         let ratio = median(d.iter().zip(&b).map(|(d, b)| per(b) / per(d)));
         let row = |name: &str, runs: &[Run], ratio: String| {
             println!(
-                "{clients:<8} {name:<22} {:>9.0} {:>15.1} {:>13.1}% {ratio:>8}",
+                "{clients:<8} {name:<22} {:>9.0} {:>12.1} {:>12.2} {:>13.1}% {ratio:>8}",
                 median(runs.iter().map(rate)),
                 median(runs.iter().map(per)),
+                median(runs.iter().map(|r| r.sleeps as f64 / n as f64)),
                 median(runs.iter().map(busiest)),
             );
         };
@@ -316,10 +345,11 @@ fn bench(args: &[String]) -> io::Result<()> {
                 .map(|(d, b)| b.first_cpu.as_secs_f64() * 1e6 / n as f64 / per(d)),
         );
         println!(
-            "{:<8} {:<22} handoffd itself {:.1} µs/conn ({alone:.2}× direct), its workers {:.1}",
+            "{:<8} {:<22} handoffd itself {:.1} µs/conn ({alone:.2}× direct), {:.2} sleeps/conn; its workers {:.1} µs/conn",
             "",
             "",
             median(b.iter().map(|r| r.first_cpu.as_secs_f64() * 1e6 / n as f64)),
+            median(b.iter().map(|r| r.first_sleeps as f64 / n as f64)),
             median(
                 b.iter()
                     .map(|r| (r.cpu - r.first_cpu).as_secs_f64() * 1e6 / n as f64)
