@@ -513,6 +513,15 @@ impl Broker {
             .add(|m| &mut m.refused, &self.listeners[listener].name, 1);
     }
 
+    /// Counts a connection or datagram closed without a hand-off; says why unless
+    /// the client is the reason.
+    fn dropped(&self, listener: &str, why: Option<std::fmt::Arguments<'_>>) {
+        if let Some(why) = why {
+            info!("listener {listener:?}: closed without a hand-off: {why}");
+        }
+        self.metrics.add(|m| &mut m.dropped, listener, 1);
+    }
+
     fn incoming(&mut self, listener: usize, conn: Incoming, peer: Option<SocketAddr>) {
         if !self.has_room(self.listeners[listener].pool) {
             // Overload policy: the queue is full; close the connection at once.
@@ -523,15 +532,16 @@ impl Broker {
         match conn {
             Incoming::Unix(s, peer) => {
                 let Source::Unix(_, local) = &l.source else {
-                    return;
+                    return self.dropped(&l.name, Some(format_args!("not a UNIX listener")));
                 };
-                let Ok(header) = Header::new(
+                let header = match Header::new(
                     SocketType::STREAM,
                     Protocol::DEFAULT,
                     local.clone().into(),
                     peer.into(),
-                ) else {
-                    return;
+                ) {
+                    Ok(h) => h,
+                    Err(e) => return self.dropped(&l.name, Some(format_args!("{e}"))),
                 };
                 self.enqueue(Held {
                     fd: Rc::new(OwnedFd::from(s)),
@@ -541,13 +551,17 @@ impl Broker {
                 });
             }
             Incoming::Tcp(s) => {
-                let Some(peer) = peer else { return };
+                let Some(peer) = peer else {
+                    return self
+                        .dropped(&l.name, Some(format_args!("accept gave no peer address")));
+                };
                 let local = match &l.source {
                     Source::Tcp(_, local) => *local,
                     _ => None,
                 };
                 if *l.preread == Preread::None {
-                    self.hand_off_tcp(s, peer, local, l.pool, Vec::new());
+                    let (name, pool) = (Rc::clone(&l.name), l.pool);
+                    self.hand_off_tcp(s, peer, local, &name, pool, Vec::new());
                 } else {
                     let mut p = Prereading {
                         stream: TcpStream::from_std(s),
@@ -563,18 +577,23 @@ impl Broker {
                     // are whole already and need no registration at all.
                     match read_more(&mut p) {
                         Step::Done => return self.finish_preread_now(p),
-                        Step::Gone => return,
+                        Step::Gone => return self.dropped(&p.listener, None),
                         Step::More => {}
                     }
                     let token = self.token();
-                    if self
+                    match self
                         .poll
                         .registry()
                         .register(&mut p.stream, token, Interest::READABLE)
-                        .is_ok()
                     {
-                        self.preread_deadlines.push(Reverse((p.deadline, token)));
-                        self.prereading.insert(token, p);
+                        Ok(()) => {
+                            self.preread_deadlines.push(Reverse((p.deadline, token)));
+                            self.prereading.insert(token, p);
+                        }
+                        Err(e) => self.dropped(
+                            &p.listener,
+                            Some(format_args!("cannot watch it to pre-read: {e}")),
+                        ),
                     }
                 }
             }
@@ -588,16 +607,18 @@ impl Broker {
         std: StdTcpStream,
         peer: SocketAddr,
         local: Option<SocketAddr>,
+        listener: &str,
         pool: usize,
         data: Vec<u8>,
     ) {
-        let Some(local) = local.or_else(|| std.local_addr().ok()) else {
-            return;
+        let local = match local.map_or_else(|| std.local_addr(), Ok) {
+            Ok(local) => local,
+            Err(e) => return self.dropped(listener, Some(format_args!("getsockname: {e}"))),
         };
         let header = match Header::new(SocketType::STREAM, Protocol::TCP, local.into(), peer.into())
         {
             Ok(h) => h,
-            Err(_) => return,
+            Err(e) => return self.dropped(listener, Some(format_args!("{e}"))),
         };
         self.enqueue(Held {
             fd: Rc::new(OwnedFd::from(std)),
@@ -615,9 +636,10 @@ impl Broker {
             Step::More => {}
             Step::Done => self.finish_preread(token),
             Step::Gone => {
-                // The client went away: nothing to hand off.
+                // The client reset the connection: nothing to hand off.
                 if let Some(mut p) = self.prereading.remove(&token) {
                     let _ = self.poll.registry().deregister(&mut p.stream);
+                    self.dropped(&p.listener, None);
                 }
             }
         }
@@ -636,6 +658,7 @@ impl Broker {
             StdTcpStream::from(OwnedFd::from(p.stream)),
             p.peer,
             p.local,
+            &p.listener,
             p.pool,
             p.buf,
         );
@@ -685,7 +708,10 @@ impl Broker {
                 Endpoint::from(from),
             ) {
                 Ok(h) => h,
-                Err(_) => continue,
+                Err(e) => {
+                    self.dropped(&l.name, Some(format_args!("datagram from {from}: {e}")));
+                    continue;
+                }
             };
             let pool = l.pool;
             if !self.has_room(pool) {

@@ -17,6 +17,10 @@ pub struct Metrics {
     /// Sessions refused (closed, or datagrams dropped) because the pool was full or
     /// draining, per listener.
     pub refused: BTreeMap<String, u64>,
+    /// Connections and datagrams closed without being handed off, for another
+    /// reason than a full pool: the client reset the connection while it was
+    /// pre-read, or handoffd could not describe or watch it. Per listener.
+    pub dropped: BTreeMap<String, u64>,
     /// Sessions sent to a worker, per pool.
     pub forwarded: BTreeMap<String, u64>,
     /// Sessions a worker acknowledged, per pool.
@@ -91,6 +95,13 @@ impl Shared {
             "Sessions refused: pool full or draining.",
             "listener",
             &m.refused,
+        );
+        family(
+            "dropped_total",
+            "counter",
+            "Connections and datagrams closed without a hand-off, the pool not being full: the client reset it while pre-read, or handoffd could not describe or watch it (logged).",
+            "listener",
+            &m.dropped,
         );
         family(
             "forwarded_total",

@@ -951,6 +951,47 @@ fn a_unix_listener_serves_curl_over_its_socket() {
     let _ = std::fs::remove_file(&web);
 }
 
+/// A client that resets its connection while handoffd pre-reads it is counted as
+/// dropped, and handoffd keeps no fd of it; the next client is served.
+#[test]
+fn a_client_reset_while_pre_read_is_counted_and_leaves_no_fd() {
+    let h = Handoffd::start(
+        "preread = { until = \"\\r\\n\\r\\n\", max = 4096 }\npreread_timeout_ms = 5000",
+        "",
+    );
+    let mut w = h.worker();
+    h.wait_workers(1);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", h.child.id()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let c = TcpStream::connect(("127.0.0.1", h.web)).unwrap();
+    (&c).write_all(b"GET /half HTTP/1.1\r\n").unwrap();
+    h.wait_for("the accept", |h| {
+        h.metric("handoffd_accepted_total{listener=\"web\"}") == 1
+    });
+    // A zero linger time makes close send a reset.
+    nix::sys::socket::setsockopt(
+        &c,
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(c);
+    h.wait_for("the drop", |h| {
+        h.metric("handoffd_dropped_total{listener=\"web\"}") == 1
+    });
+    assert_eq!(fds(), before, "handoffd kept an fd of the reset connection");
+    assert_eq!(h.metric("handoffd_forwarded_total{pool=\"http\"}"), 0);
+    assert!(h.curl("/next").ends_with(" GET /next\n"));
+    kill(&mut w);
+}
+
 /// SIGTERM while a connection is still pre-reading: it is not dropped; it becomes
 /// a session once its head is in, and the drain waits for it.
 #[test]
