@@ -149,6 +149,13 @@ impl Handoffd {
         self.worker_of("http_worker")
     }
 
+    /// How many fds handoffd has open.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
     fn worker_of(&self, example_name: &str) -> Child {
         Command::new(example(example_name))
             .arg(&self.pool)
@@ -336,6 +343,7 @@ fn waiting_clients(port: u16, n: usize, tag: &'static str) -> Vec<std::thread::J
 #[test]
 fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
     let h = Handoffd::start("", "dispatch = \"round-robin\"");
+    let fds = h.fds();
     let mut silent = silent_worker(&h);
     // Clients whose sessions go to the silent worker: they wait.
     let clients: Vec<_> = waiting_clients(h.web, 6, "k");
@@ -361,12 +369,20 @@ fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
         .unwrap()
         .iter()
         .any(|l| l.contains("6 unacknowledged session(s) go to another worker")));
+    h.wait_for("the acks", |h| {
+        h.metric("handoffd_acknowledged_total{pool=\"http\"}") == 6
+    });
     kill(&mut good);
+    h.wait_workers(0);
+    h.wait_for("handoffd to close fds of the sessions or workers", |h| {
+        h.fds() == fds
+    });
 }
 
 #[test]
 fn a_worker_of_a_uid_not_allowed_is_refused() {
     let h = Handoffd::start("", "allow_uids = [4242]");
+    let fds = h.fds();
     let mut w = h.worker();
     h.wait_for("the refusal", |h| {
         h.log
@@ -385,11 +401,15 @@ fn a_worker_of_a_uid_not_allowed_is_refused() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    h.wait_for("handoffd to close the refused worker's connection", |h| {
+        h.fds() == fds
+    });
 }
 
 #[test]
 fn a_flood_past_the_queue_is_refused_cleanly_and_counted() {
     let h = Handoffd::start("", "queue = 4");
+    let fds = h.fds();
     // No worker: four connections wait in the queue, the rest are closed at once.
     let conns: Vec<TcpStream> = (0..10)
         .map(|_| TcpStream::connect(("127.0.0.1", h.web)).unwrap())
@@ -421,7 +441,14 @@ fn a_flood_past_the_queue_is_refused_cleanly_and_counted() {
         10,
         "alive and counting"
     );
+    h.wait_for("the acks", |h| {
+        h.metric("handoffd_acknowledged_total{pool=\"http\"}") == 4
+    });
     kill(&mut w);
+    h.wait_workers(0);
+    h.wait_for("handoffd to close refused and served connections", |h| {
+        h.fds() == fds
+    });
 }
 
 #[test]
@@ -961,12 +988,7 @@ fn a_client_reset_while_pre_read_is_counted_and_leaves_no_fd() {
     );
     let mut w = h.worker();
     h.wait_workers(1);
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", h.child.id()))
-            .unwrap()
-            .count()
-    };
-    let before = fds();
+    let fds = h.fds();
     let c = TcpStream::connect(("127.0.0.1", h.web)).unwrap();
     (&c).write_all(b"GET /half HTTP/1.1\r\n").unwrap();
     h.wait_for("the accept", |h| {
@@ -986,7 +1008,7 @@ fn a_client_reset_while_pre_read_is_counted_and_leaves_no_fd() {
     h.wait_for("the drop", |h| {
         h.metric("handoffd_dropped_total{listener=\"web\"}") == 1
     });
-    assert_eq!(fds(), before, "handoffd kept an fd of the reset connection");
+    h.wait_for("handoffd to close the reset connection", |h| h.fds() == fds);
     assert_eq!(h.metric("handoffd_forwarded_total{pool=\"http\"}"), 0);
     assert!(h.curl("/next").ends_with(" GET /next\n"));
     kill(&mut w);
