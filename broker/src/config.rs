@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! drain_timeout_ms = 5000          # SIGTERM: how long to wait for acks (default 5000)
+//! upgrade_timeout_ms = 10000       # SIGUSR2: how long a successor may take to get
+//!                                  # ready before it is killed (default 10000)
 //!
 //! [admin]
 //! listen = "127.0.0.1:9090"        # Prometheus text at /metrics (optional)
@@ -38,6 +40,8 @@ use toml::Spanned;
 pub struct Config {
     /// How long SIGTERM waits for outstanding acks.
     pub drain_timeout: Duration,
+    /// How long a successor started by SIGUSR2 may take to report ready.
+    pub upgrade_timeout: Duration,
     /// Where the metrics are served.
     pub admin: Option<SocketAddr>,
     /// The listeners, each routed to a pool (by index into `pools`).
@@ -146,6 +150,7 @@ impl std::error::Error for ConfigErrors {}
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     drain_timeout_ms: Option<u64>,
+    upgrade_timeout_ms: Option<u64>,
     admin: Option<RawAdmin>,
     #[serde(default)]
     listener: Vec<Spanned<RawListener>>,
@@ -368,6 +373,7 @@ impl Config {
         }
         Ok(Config {
             drain_timeout: Duration::from_millis(raw.drain_timeout_ms.unwrap_or(5000)),
+            upgrade_timeout: Duration::from_millis(raw.upgrade_timeout_ms.unwrap_or(10_000)),
             admin,
             listeners,
             pools,
