@@ -14,23 +14,28 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::io::{self, Read};
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use handoff_forwarder::{ForwardError, MioForwarder, Outgoing};
+use handoff_forwarder::{ForwardError, Forwarder, MioForwarder, Outgoing};
 use handoff_listen::{Activation, Names, UnixOptions};
 use handoff_proto::{Endpoint, Header, Protocol, SocketType, UnixEndpoint, MAX_BATCH};
+use handoff_receiver::MioReceiver;
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::{Config, Dispatch, ListenKind, Preread};
 use crate::metrics::Shared;
 use crate::protocol::Control;
+use crate::upgrade::{self, Handed, Item};
 
 /// A session the broker holds until a worker acknowledges it.
 #[derive(Debug)]
@@ -129,6 +134,10 @@ struct Prereading {
 }
 
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// The pair to a successor being started.
+const SUCCESSOR: Token = Token(usize::MAX - 2);
+/// The pair from the predecessor, in a successor.
+const PREDECESSOR: Token = Token(usize::MAX - 3);
 /// Tokens below this are listeners, then pools; connections take the ones above.
 const FIRST_DYNAMIC: usize = 1 << 20;
 const POOL_BASE: usize = 1 << 19;
@@ -136,6 +145,31 @@ const POOL_BASE: usize = 1 << 19;
 const MAX_CREDITS: usize = 4096;
 /// How long accepting pauses when the process is out of fds.
 const EMFILE_PAUSE: Duration = Duration::from_millis(100);
+
+/// How to start a successor: the program and arguments handoffd was started with.
+#[derive(Debug, Clone)]
+pub struct SuccessorCommand {
+    /// The program (a new binary installed at this path is what starts).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
+
+/// A successor started and not yet ready.
+struct Upgrade {
+    child: Child,
+    channel: mio::net::UnixStream,
+    deadline: Instant,
+}
+
+/// A successor that said it is ready: it gets the workers once the drain is over.
+struct HandOver {
+    pid: u32,
+    fwd: Forwarder,
+    /// Handed over so far.
+    workers: usize,
+    sessions: usize,
+}
 
 /// The broker: build it with [`Broker::new`], run it with [`Broker::run`].
 pub struct Broker {
@@ -155,6 +189,24 @@ pub struct Broker {
     /// An fd kept open to be given up when the process runs out, so that a worker
     /// (which frees fds) can still connect.
     reserve: Option<std::fs::File>,
+    /// Set while draining: when the drain gives up.
+    drain_deadline: Option<Instant>,
+    /// How to start a successor on SIGUSR2, if this handoffd may.
+    successor: Option<SuccessorCommand>,
+    /// The admin endpoint's socket, to hand to a successor.
+    admin: Option<OwnedFd>,
+    upgrade_timeout: Duration,
+    /// A successor started and not ready yet.
+    upgrade: Option<Upgrade>,
+    /// A ready successor, waiting for the drain to end.
+    hand_over: Option<HandOver>,
+    /// In a successor: the pair it was started with (ready is said on it), and while
+    /// the predecessor still sends workers and sessions, its receiving side and pid.
+    predecessor: Option<(MioReceiver, u32)>,
+    to_predecessor: Option<std::os::unix::net::UnixStream>,
+    /// In a successor: the worker the next held sessions belong to, and how many
+    /// more are to come.
+    receiving_for: Option<(Token, u32)>,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -188,6 +240,21 @@ impl Broker {
     /// # Errors
     /// The first listener or pool socket that cannot be set up, with its name.
     pub fn new(config: &Config, metrics: Shared) -> io::Result<Broker> {
+        Broker::with_handed(config, metrics, None)
+    }
+
+    /// As [`Broker::new`], in a successor: the listeners and pool sockets its
+    /// predecessor handed over are used where the configuration still names them
+    /// (with the same address), the others are bound; and the workers the
+    /// predecessor hands over once it has drained are taken in while serving.
+    ///
+    /// # Errors
+    /// As [`Broker::new`].
+    pub fn with_handed(
+        config: &Config,
+        metrics: Shared,
+        mut handed: Option<Handed>,
+    ) -> io::Result<Broker> {
         let poll = Poll::new()?;
         let mut activation = Activation::from_env(Names::Lenient).map_err(io::Error::other)?;
         let mut pools = Vec::new();
@@ -196,8 +263,26 @@ impl Broker {
                 mode: p.mode,
                 ..Default::default()
             };
-            let std = handoff_listen::unix(&p.socket, &opts)
-                .map_err(|e| io::Error::other(format!("pool {:?}: {e}", p.name)))?;
+            let given = handed
+                .as_mut()
+                .and_then(|h| h.pools.remove(&p.name))
+                .map(std::os::unix::net::UnixListener::from)
+                .filter(|l| {
+                    let same = l
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(|p| p.to_owned()))
+                        == Some(p.socket.clone());
+                    if !same {
+                        info!("pool {:?}: its socket moved; binding the new path", p.name);
+                    }
+                    same
+                });
+            let std = match given {
+                Some(l) => l,
+                None => handoff_listen::unix(&p.socket, &opts)
+                    .map_err(|e| io::Error::other(format!("pool {:?}: {e}", p.name)))?,
+            };
             std.set_nonblocking(true)?;
             let mut listener = UnixListener::from_std(std);
             poll.registry()
@@ -221,51 +306,67 @@ impl Broker {
         for (i, l) in config.listeners.iter().enumerate() {
             let named =
                 |e: &dyn std::fmt::Display| io::Error::other(format!("listener {:?}: {e}", l.name));
-            let mut source = match &l.kind {
-                ListenKind::Tcp(addr) => {
-                    // Where the client speaks first, accept only once it has.
-                    let defer = (l.preread != Preread::None).then_some(l.preread_timeout);
-                    let opts = handoff_listen::Options {
-                        nonblocking: true,
-                        defer_accept: defer,
-                        ..Default::default()
-                    };
-                    tcp_source(handoff_listen::tcp(*addr, &opts).map_err(|e| named(&e))?)
-                }
-                ListenKind::Udp(addr) => udp_source(
-                    handoff_listen::udp(*addr, &Default::default()).map_err(|e| named(&e))?,
-                )?,
-                ListenKind::Unix(path) => {
-                    let std = handoff_listen::unix(
-                        path,
-                        &UnixOptions {
-                            mode: l.unix_mode,
-                            ..Default::default()
-                        },
-                    )
-                    .map_err(|e| named(&e))?;
-                    unix_source(std)?
-                }
-                ListenKind::Systemd(name) => {
-                    let adopted = activation.take(name).ok_or_else(|| {
-                        named(&format!("systemd passed no socket named {name:?}"))
-                    })?;
-                    match adopted.into_tcp_listener() {
-                        Ok(t) => {
-                            t.set_nonblocking(true)?;
-                            tcp_source(t)
-                        }
-                        Err(a) => match a.into_udp_socket() {
-                            Ok(u) => udp_source(u)?,
-                            Err(a) => {
-                                let u = a
-                                    .into_unix_listener()
-                                    .map_err(|a| named(&format!("cannot serve {a:?}")))?;
-                                unix_source(u)?
-                            }
-                        },
+            let given = handed
+                .as_mut()
+                .and_then(|h| h.listeners.remove(&l.name))
+                .and_then(|fd| match handed_source(&l.kind, fd) {
+                    Ok(source) => Some(source),
+                    Err(e) => {
+                        info!(
+                            "listener {:?}: not the socket handed over ({e}); binding anew",
+                            l.name
+                        );
+                        None
                     }
-                }
+                });
+            let mut source = match (given, &l.kind) {
+                (Some(source), _) => source,
+                (None, kind) => match kind {
+                    ListenKind::Tcp(addr) => {
+                        // Where the client speaks first, accept only once it has.
+                        let defer = (l.preread != Preread::None).then_some(l.preread_timeout);
+                        let opts = handoff_listen::Options {
+                            nonblocking: true,
+                            defer_accept: defer,
+                            ..Default::default()
+                        };
+                        tcp_source(handoff_listen::tcp(*addr, &opts).map_err(|e| named(&e))?)
+                    }
+                    ListenKind::Udp(addr) => udp_source(
+                        handoff_listen::udp(*addr, &Default::default()).map_err(|e| named(&e))?,
+                    )?,
+                    ListenKind::Unix(path) => {
+                        let std = handoff_listen::unix(
+                            path,
+                            &UnixOptions {
+                                mode: l.unix_mode,
+                                ..Default::default()
+                            },
+                        )
+                        .map_err(|e| named(&e))?;
+                        unix_source(std)?
+                    }
+                    ListenKind::Systemd(name) => {
+                        let adopted = activation.take(name).ok_or_else(|| {
+                            named(&format!("systemd passed no socket named {name:?}"))
+                        })?;
+                        match adopted.into_tcp_listener() {
+                            Ok(t) => {
+                                t.set_nonblocking(true)?;
+                                tcp_source(t)
+                            }
+                            Err(a) => match a.into_udp_socket() {
+                                Ok(u) => udp_source(u)?,
+                                Err(a) => {
+                                    let u = a
+                                        .into_unix_listener()
+                                        .map_err(|a| named(&format!("cannot serve {a:?}")))?;
+                                    unix_source(u)?
+                                }
+                            },
+                        }
+                    }
+                },
             };
             register_source(&poll, &mut source, Token(i))?;
             listeners.push(Listener {
@@ -282,9 +383,25 @@ impl Broker {
         if unclaimed > 0 {
             info!("closed {unclaimed} socket(s) systemd passed that no listener names");
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let (mut predecessor, mut to_predecessor) = (None, None);
+        if let Some(h) = handed {
+            for name in h.listeners.keys() {
+                info!("listener {name:?} is no longer configured: its socket is closed");
+            }
+            for name in h.pools.keys() {
+                info!("pool {name:?} is no longer configured: its socket is closed");
+            }
+            // Its workers and sessions come once it has drained.
+            let mut receiver = MioReceiver::new(h.channel.try_clone()?)?;
+            receiver.set_verify(false);
+            poll.registry()
+                .register(&mut receiver, PREDECESSOR, Interest::READABLE)?;
+            predecessor = Some((receiver, h.predecessor));
+            to_predecessor = Some(h.channel);
+        }
         Ok(Broker {
             poll,
             listeners,
@@ -297,7 +414,36 @@ impl Broker {
             signals,
             reserve: std::fs::File::open("/dev/null").ok(),
             drain_timeout: config.drain_timeout,
+            drain_deadline: None,
+            successor: None,
+            admin: None,
+            upgrade_timeout: config.upgrade_timeout,
+            upgrade: None,
+            hand_over: None,
+            predecessor,
+            to_predecessor,
+            receiving_for: None,
         })
+    }
+
+    /// Lets SIGUSR2 start a successor with `command`, handing it `admin` (the admin
+    /// endpoint's socket) along with the listeners and pool sockets.
+    pub fn allow_upgrade(&mut self, command: SuccessorCommand, admin: Option<OwnedFd>) {
+        self.successor = Some(command);
+        self.admin = admin;
+    }
+
+    /// In a successor, tells the predecessor that this handoffd serves now: it stops
+    /// accepting, drains and hands over its workers. Nothing to do in a handoffd
+    /// not started by a predecessor.
+    ///
+    /// # Errors
+    /// What the write reports (the predecessor is gone: it keeps nothing to hand).
+    pub fn ready(&mut self) -> io::Result<()> {
+        match self.to_predecessor.take() {
+            Some(mut pair) => pair.write_all(b"R"),
+            None => Ok(()),
+        }
     }
 
     /// The addresses the listeners are bound to, by name (for logs and tests).
@@ -319,14 +465,15 @@ impl Broker {
 
     /// Serves until SIGTERM or SIGINT, then drains: stops accepting, delivers what
     /// is queued, waits for acknowledgements up to the drain timeout, and returns.
+    /// SIGUSR2 starts a successor (see [`crate::upgrade`]); once it is ready this
+    /// handoffd drains the same way, hands its workers over and returns.
     ///
     /// # Errors
     /// A failure of `poll` itself.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut drain_deadline: Option<Instant> = None;
         loop {
-            if let Some(deadline) = drain_deadline {
+            if let Some(deadline) = self.drain_deadline {
                 let held: usize = self.pools.iter().map(|p| p.queue.len()).sum::<usize>()
                     + self
                         .workers
@@ -340,12 +487,18 @@ impl Broker {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    info!("drain timeout: {held} session(s) not acknowledged; exiting");
+                    if self.hand_over.is_some() {
+                        info!(
+                            "drain timeout: {held} session(s) not acknowledged go to the successor"
+                        );
+                    } else {
+                        info!("drain timeout: {held} session(s) not acknowledged; exiting");
+                    }
                     break;
                 }
             }
             let timeout = self
-                .next_deadline(drain_deadline)
+                .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -355,13 +508,9 @@ impl Broker {
             }
             for event in &events {
                 match event.token() {
-                    SIGNALS => {
-                        if self.signals.pending().next().is_some() && drain_deadline.is_none() {
-                            info!("signal: no longer accepting; delivering what is queued");
-                            self.stop_accepting();
-                            drain_deadline = Some(Instant::now() + self.drain_timeout);
-                        }
-                    }
+                    SIGNALS => self.on_signals(),
+                    SUCCESSOR => self.on_successor(),
+                    PREDECESSOR => self.on_predecessor(),
                     Token(t) if t < POOL_BASE => self.on_listener(t),
                     Token(t) if t < FIRST_DYNAMIC => self.on_pool(t - POOL_BASE),
                     token if self.workers.contains_key(&token) => self.on_worker(
@@ -374,11 +523,23 @@ impl Broker {
             }
             self.expire_prereads();
             self.resume_listeners();
+            self.expire_upgrade();
             // Last: everything this turn queued goes out before the next poll.
             self.dispatch_all();
+            if let Err(e) = self.hand_over_idle() {
+                info!("handing over to the successor failed: {e}");
+                return Err(e);
+            }
             if self.reserve.is_none() {
                 self.reserve = std::fs::File::open("/dev/null").ok();
             }
+        }
+        if self.hand_over.is_some() {
+            // The pool sockets are the successor's now: they stay.
+            return self.hand_over_rest();
+        }
+        if let Some(u) = self.upgrade.take() {
+            abandon(u, "is not wanted", "handoffd is stopping");
         }
         for pool in &self.pools {
             let _ = std::fs::remove_file(&pool.socket_path);
@@ -386,7 +547,409 @@ impl Broker {
         Ok(())
     }
 
-    fn next_deadline(&mut self, drain: Option<Instant>) -> Option<Instant> {
+    fn on_signals(&mut self) {
+        let signals: Vec<i32> = self.signals.pending().collect();
+        for signal in signals {
+            if signal == SIGUSR2 {
+                self.start_upgrade();
+            } else if self.drain_deadline.is_none() {
+                if let Some(mut u) = self.upgrade.take() {
+                    let _ = self.poll.registry().deregister(&mut u.channel);
+                    let _ = u.child.kill();
+                    abandon(u, "is not wanted", "handoffd is stopping");
+                }
+                info!("signal: no longer accepting; delivering what is queued");
+                self.stop_accepting();
+                self.drain_deadline = Some(Instant::now() + self.drain_timeout);
+            }
+        }
+    }
+
+    /// SIGUSR2: starts a successor and hands it the listening sockets; this
+    /// handoffd serves on until the successor says it is ready.
+    fn start_upgrade(&mut self) {
+        if self.drain_deadline.is_some() || self.upgrade.is_some() {
+            info!("SIGUSR2: already stopping or upgrading; ignored");
+            return;
+        }
+        if let Some((_, pid)) = &self.predecessor {
+            info!("SIGUSR2: still taking over from pid {pid}; ignored, try again once it is done");
+            return;
+        }
+        let Some(command) = self.successor.clone() else {
+            info!("SIGUSR2: this handoffd was not given a way to start a successor; ignored");
+            return;
+        };
+        match self.spawn_successor(&command) {
+            Ok(u) => {
+                info!(
+                    "SIGUSR2: started successor pid {}; serving until it is ready",
+                    u.child.id()
+                );
+                self.upgrade = Some(u);
+            }
+            Err(e) => info!("SIGUSR2: cannot start a successor: {e}; still serving"),
+        }
+    }
+
+    fn spawn_successor(&mut self, command: &SuccessorCommand) -> io::Result<Upgrade> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let mut cmd = Command::new(&command.program);
+        cmd.args(&command.args);
+        handoff_listen::pass_fds(&mut cmd, upgrade::VAR, &[(theirs.as_fd(), upgrade::NAME)]);
+        let mut child = cmd.spawn()?;
+        drop(theirs);
+        let sent = self.send_sockets(&ours);
+        let registered = sent.and_then(|()| {
+            ours.set_nonblocking(true)?;
+            let mut channel = mio::net::UnixStream::from_std(ours);
+            self.poll
+                .registry()
+                .register(&mut channel, SUCCESSOR, Interest::READABLE)?;
+            Ok(channel)
+        });
+        match registered {
+            Ok(channel) => Ok(Upgrade {
+                child,
+                channel,
+                deadline: Instant::now() + self.upgrade_timeout,
+            }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    /// Every listening socket, pool socket and the admin socket, by name.
+    fn send_sockets(&self, pair: &std::os::unix::net::UnixStream) -> io::Result<()> {
+        let mut fwd = Forwarder::from_stream(pair.try_clone()?)?;
+        let mut send = |fd: BorrowedFd<'_>, item: Item| {
+            upgrade::send_socket(&mut fwd, fd, &item).map_err(io::Error::other)
+        };
+        for l in &self.listeners {
+            send(source_fd(&l.source), Item::Listener(l.name.to_string()))?;
+        }
+        for p in &self.pools {
+            send(p.listener.as_fd(), Item::Pool(p.name.clone()))?;
+        }
+        if let Some(admin) = &self.admin {
+            send(admin.as_fd(), Item::Admin)?;
+        }
+        // Any fd will do for the last one: the pair's own.
+        send(pair.as_fd(), Item::End(std::process::id()))
+    }
+
+    /// The successor said it is ready, or went away.
+    fn on_successor(&mut self) {
+        let Some(u) = &mut self.upgrade else { return };
+        let mut buf = [0u8; 16];
+        let outcome = loop {
+            match u.channel.read(&mut buf) {
+                Ok(0) => break Err("closed its end before it was ready"),
+                Ok(n) if buf[..n].contains(&b'R') => break Ok(()),
+                // Nothing else is said before ready.
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break Err("broke the pair before it was ready"),
+            }
+        };
+        let Some(mut u) = self.upgrade.take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut u.channel);
+        if let Err(why) = outcome {
+            return abandon(u, why, "still serving");
+        }
+        let pid = u.child.id();
+        info!("successor pid {pid} is ready: no longer accepting; delivering what is queued, then handing it the workers");
+        self.stop_accepting();
+        for p in &mut self.pools {
+            // New workers connect to the successor, on the same socket.
+            let _ = self.poll.registry().deregister(&mut p.listener);
+        }
+        // From now on the pair only carries workers and sessions; blocking, since
+        // the successor reads them as they come.
+        let pair = std::os::unix::net::UnixStream::from(OwnedFd::from(u.channel));
+        let fwd = pair
+            .set_nonblocking(false)
+            .and_then(|()| Forwarder::from_stream(pair));
+        match fwd {
+            Ok(fwd) => {
+                self.hand_over = Some(HandOver {
+                    pid,
+                    fwd,
+                    workers: 0,
+                    sessions: 0,
+                })
+            }
+            // Its workers stay here: it drains and exits as on SIGTERM.
+            Err(e) => info!("the pair to successor pid {pid}: {e}; draining without handing over"),
+        }
+        self.drain_deadline = Some(Instant::now() + self.drain_timeout);
+    }
+
+    /// A successor that is not ready in time is killed; this handoffd goes on.
+    fn expire_upgrade(&mut self) {
+        if self
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| Instant::now() >= u.deadline)
+        {
+            if let Some(mut u) = self.upgrade.take() {
+                let _ = self.poll.registry().deregister(&mut u.channel);
+                let _ = u.child.kill();
+                let timeout = self.upgrade_timeout;
+                abandon(
+                    u,
+                    &format!("was not ready within {timeout:?}; killed it"),
+                    "still serving",
+                );
+            }
+        }
+    }
+
+    /// While draining for a successor, each turn: a worker with nothing
+    /// outstanding (its pool's queue empty) goes to the successor at once, so that
+    /// the successor does not wait for the slowest one; and sessions queued for a
+    /// pool with no worker left go too.
+    fn hand_over_idle(&mut self) -> io::Result<()> {
+        if self.hand_over.is_none() {
+            return Ok(());
+        }
+        let idle: Vec<Token> = self
+            .pools
+            .iter()
+            .filter(|p| p.queue.is_empty())
+            .flat_map(|p| p.workers.iter().copied())
+            .filter(|t| {
+                self.workers
+                    .get(t)
+                    .is_some_and(|(_, w)| w.outstanding.is_empty() && w.fwd.queued() == 0)
+            })
+            .collect();
+        for token in idle {
+            self.hand_over_worker(token)?;
+        }
+        for pool in 0..self.pools.len() {
+            if self.pools[pool].workers.is_empty() {
+                self.hand_over_queue(pool)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The drain is over: each worker goes to the successor with the sessions it
+    /// has not acknowledged, then every session still queued; then this handoffd
+    /// is done.
+    fn hand_over_rest(&mut self) -> io::Result<()> {
+        // Connections still pre-reading: what arrived so far is their data.
+        let reading: Vec<Token> = self.prereading.keys().copied().collect();
+        for token in reading {
+            self.finish_preread(token);
+        }
+        let tokens: Vec<Token> = self.pools.iter().flat_map(|p| p.workers.clone()).collect();
+        for token in tokens {
+            self.hand_over_worker(token)?;
+        }
+        for pool in 0..self.pools.len() {
+            self.hand_over_queue(pool)?;
+        }
+        if let Some(h) = &self.hand_over {
+            info!(
+                "handed {} worker(s) and {} session(s) to successor pid {}; exiting",
+                h.workers, h.sessions, h.pid
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends a worker's connection to the successor, followed by the sessions it has
+    /// not acknowledged.
+    fn hand_over_worker(&mut self, token: Token) -> io::Result<()> {
+        // What it said since the last read: acks free sessions, and a worker that
+        // left has its sessions put back in the queue.
+        self.on_worker(token, false, true);
+        let Some((pool, mut worker)) = self.workers.remove(&token) else {
+            return Ok(());
+        };
+        let _ = self.poll.registry().deregister(&mut worker.fwd);
+        let name = self.pools[pool].name.clone();
+        self.pools[pool].workers.retain(|t| *t != token);
+        {
+            let mut m = self.metrics.lock();
+            m.outstanding.remove(&(name.clone(), worker.pid));
+            *m.workers.entry(name.clone()).or_default() -= 1;
+        }
+        if worker.fwd.queued() > 0 {
+            // Part of a session is written and the rest is not: the stream cannot
+            // be continued by another process.
+            info!("pool {name:?}: worker pid {} has a session half-written; closing it, its sessions go to the successor", worker.pid);
+            for held in worker.outstanding.into_iter().rev() {
+                self.pools[pool].queue.push_front(held);
+            }
+            return Ok(());
+        }
+        let Some(h) = &mut self.hand_over else {
+            return Ok(());
+        };
+        let item = Item::Worker {
+            pool: name,
+            pid: worker.pid,
+            credits: worker.credits as u32,
+            held: worker.outstanding.len() as u32,
+            inbox: std::mem::take(&mut worker.inbox),
+        };
+        upgrade::send_socket(&mut h.fwd, worker.fwd.get_ref().as_fd(), &item)
+            .map_err(io::Error::other)?;
+        for held in &worker.outstanding {
+            upgrade::send_session(
+                &mut h.fwd,
+                held.fd.as_fd(),
+                &held.header,
+                &Item::Held,
+                &held.data,
+            )
+            .map_err(io::Error::other)?;
+        }
+        h.workers += 1;
+        h.sessions += worker.outstanding.len();
+        Ok(())
+    }
+
+    /// Sends the sessions queued for a pool to the successor.
+    fn hand_over_queue(&mut self, pool: usize) -> io::Result<()> {
+        let Some(h) = &mut self.hand_over else {
+            return Ok(());
+        };
+        let p = &mut self.pools[pool];
+        while let Some(held) = p.queue.pop_front() {
+            let item = Item::Queued(p.name.clone());
+            upgrade::send_session(&mut h.fwd, held.fd.as_fd(), &held.header, &item, &held.data)
+                .map_err(io::Error::other)?;
+            h.sessions += 1;
+        }
+        self.metrics.lock().queued.insert(p.name.clone(), 0);
+        Ok(())
+    }
+
+    /// In a successor: the workers and sessions the predecessor hands over.
+    fn on_predecessor(&mut self) {
+        loop {
+            let Some((receiver, pid)) = &mut self.predecessor else {
+                return;
+            };
+            let pid = *pid;
+            match upgrade::next_handed(receiver) {
+                Ok(Some((item, fd, header, data))) => self.take_handed(item, fd, header, data),
+                Ok(None) => {
+                    info!("predecessor pid {pid} handed over everything");
+                    self.close_predecessor();
+                    return;
+                }
+                Err(e) if e.is_would_block() => return,
+                Err(e) => {
+                    info!("predecessor pid {pid}: {e}; taking nothing more from it");
+                    self.close_predecessor();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_predecessor(&mut self) {
+        if let Some((mut receiver, _)) = self.predecessor.take() {
+            let _ = self.poll.registry().deregister(&mut receiver);
+        }
+        if let Some((_, left)) = self.receiving_for.take() {
+            if left > 0 {
+                info!("{left} session(s) announced by the predecessor never came");
+            }
+        }
+    }
+
+    fn take_handed(&mut self, item: Item, fd: OwnedFd, header: Header, data: Vec<u8>) {
+        match item {
+            Item::Worker {
+                pool,
+                pid,
+                credits,
+                held,
+                inbox,
+            } => {
+                let Some(p) = self.pools.iter().position(|x| x.name == pool) else {
+                    info!("worker pid {pid} of pool {pool:?}, which is no longer configured: closing it");
+                    self.receiving_for = None;
+                    return;
+                };
+                let stream = std::os::unix::net::UnixStream::from(fd);
+                if let Err(e) = stream.set_nonblocking(true) {
+                    info!("pool {pool:?}: worker pid {pid}: {e}; closing it");
+                    return;
+                }
+                let token = self.token();
+                let mut worker = Worker {
+                    fwd: MioForwarder::new(mio::net::UnixStream::from_std(stream), MAX_CREDITS),
+                    pid,
+                    credits: (credits as usize).clamp(1, MAX_CREDITS),
+                    outstanding: VecDeque::new(),
+                    inbox,
+                    watching_writable: false,
+                    stalled: false,
+                };
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(&mut worker.fwd, token, Interest::READABLE)
+                {
+                    info!("pool {pool:?}: cannot watch worker pid {pid}: {e}; closing it");
+                    return;
+                }
+                info!("pool {pool:?}: worker pid {pid} handed over, with {held} session(s) it has not acknowledged");
+                self.pools[p].workers.push(token);
+                self.pools[p].dirty = true;
+                self.workers.insert(token, (p, worker));
+                self.metrics.add(|m| &mut m.workers, &pool, 1);
+                self.receiving_for = Some((token, held));
+            }
+            Item::Held => {
+                let worker = match &mut self.receiving_for {
+                    Some((token, left)) if *left > 0 => {
+                        *left -= 1;
+                        self.workers.get_mut(token)
+                    }
+                    _ => None,
+                };
+                match worker {
+                    Some((pool, w)) => w.outstanding.push_back(Held {
+                        fd: Rc::new(fd),
+                        header,
+                        data,
+                        pool: *pool,
+                    }),
+                    None => info!("a held session for no worker from the predecessor: closed"),
+                }
+            }
+            Item::Queued(pool) => match self.pools.iter().position(|x| x.name == pool) {
+                Some(p) => self.enqueue(Held {
+                    fd: Rc::new(fd),
+                    header,
+                    data,
+                    pool: p,
+                }),
+                None => info!(
+                    "a session queued for pool {pool:?}, which is no longer configured: closed"
+                ),
+            },
+            other => info!("the predecessor sent {other:?} after its sockets: ignored"),
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let drain = self.drain_deadline;
+        let upgrade = self.upgrade.as_ref().map(|u| u.deadline);
         // Entries of connections no longer pre-reading would wake the loop for
         // nothing.
         while let Some(Reverse((_, token))) = self.preread_deadlines.peek() {
@@ -397,7 +960,7 @@ impl Broker {
         }
         let preread = self.preread_deadlines.peek().map(|Reverse((at, _))| *at);
         let pauses = self.listeners.iter().filter_map(|l| l.paused_until);
-        pauses.chain(preread).chain(drain).min()
+        pauses.chain(preread).chain(drain).chain(upgrade).min()
     }
 
     fn token(&mut self) -> Token {
@@ -1155,4 +1718,60 @@ fn deregister_source(poll: &Poll, source: &mut Source) -> io::Result<()> {
         Source::Udp { socket, .. } => r.deregister(socket),
         Source::Unix(u, _) => r.deregister(u),
     }
+}
+
+/// Gives up on a successor: waits a moment for it to exit (it may be on its way
+/// out), kills it otherwise, and says why with how it ended.
+fn abandon(mut u: Upgrade, why: &str, then: &str) {
+    let pid = u.child.id();
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let status = loop {
+        match u.child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = u.child.kill();
+                break u.child.wait().ok();
+            }
+        }
+    };
+    let how = status.map_or_else(String::new, |s| format!(" ({s})"));
+    info!("successor pid {pid} {why}{how}; {then}");
+}
+
+fn source_fd(source: &Source) -> BorrowedFd<'_> {
+    match source {
+        Source::Tcp(t, _) => t.as_fd(),
+        Source::Udp { socket, .. } => socket.as_fd(),
+        Source::Unix(u, _) => u.as_fd(),
+    }
+}
+
+/// A socket handed over by a predecessor as the source of a listener configured
+/// as `kind`, if it is one: same type, same address.
+fn handed_source(kind: &ListenKind, fd: OwnedFd) -> Result<Source, String> {
+    let socket = socket2::Socket::from(fd);
+    let ty = socket.r#type().map_err(|e| e.to_string())?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let stream = ty == socket2::Type::STREAM;
+    let fits = match kind {
+        ListenKind::Tcp(addr) => stream && local.as_socket() == Some(*addr),
+        ListenKind::Udp(addr) => ty == socket2::Type::DGRAM && local.as_socket() == Some(*addr),
+        ListenKind::Unix(path) => stream && local.as_pathname() == Some(path.as_path()),
+        // Adopted from systemd by the predecessor: whatever it was.
+        ListenKind::Systemd(_) => true,
+    };
+    if !fits {
+        return Err(format!("{ty:?} socket on {local:?}"));
+    }
+    let fd = OwnedFd::from(socket);
+    let built = if ty == socket2::Type::DGRAM {
+        udp_source(std::net::UdpSocket::from(fd))
+    } else if local.is_unix() {
+        unix_source(std::os::unix::net::UnixListener::from(fd))
+    } else {
+        let t = std::net::TcpListener::from(fd);
+        t.set_nonblocking(true).map(|()| tcp_source(t))
+    };
+    built.map_err(|e| e.to_string())
 }

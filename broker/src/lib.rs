@@ -30,6 +30,7 @@ pub mod config;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod upgrade;
 mod worker;
 
 pub use broker::Broker;

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use handoff_broker::{metrics, Broker, Config};
+use std::os::fd::OwnedFd;
+
+use handoff_broker::broker::SuccessorCommand;
+use handoff_broker::{metrics, upgrade, Broker, Config};
 
 /// handoffd accepts connections and datagrams and hands each one, with the bytes it
 /// pre-read, to a worker process of the right pool, keeping its copy until the
@@ -13,6 +16,12 @@ use handoff_broker::{metrics, Broker, Config};
 /// Workers connect to their pool's UNIX socket (see the worker API in the
 /// handoff-broker crate). SIGTERM stops accepting, delivers what is queued, waits
 /// for acknowledgements up to drain_timeout_ms, and exits 0.
+///
+/// SIGUSR2 upgrades without losing a connection: handoffd starts the program at its
+/// own path again, with the same arguments, and hands it the listening sockets;
+/// once the successor is ready, this one stops accepting, drains, hands it the
+/// workers and exits 0. A successor that fails, or is not ready within
+/// upgrade_timeout_ms, is killed and this one serves on.
 #[derive(Parser, Debug)]
 #[command(
     name = "handoffd",
@@ -74,6 +83,19 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Before anything else: the sockets of a predecessor, if one started us.
+    let mut handed = match upgrade::take_over() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("handoffd: taking over from the predecessor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Where this program is now: an upgrade starts what is installed there then.
+    let successor = std::env::current_exe().map(|program| SuccessorCommand {
+        program,
+        args: std::env::args_os().skip(1).collect(),
+    });
     let config = match load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -81,27 +103,51 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let predecessor = handed.as_ref().map(|h| h.predecessor);
+    let handed_admin = handed.as_mut().and_then(|h| h.admin.take());
     let shared = metrics::Shared::default();
-    let broker = match Broker::new(&config, shared.clone()) {
+    let mut broker = match Broker::with_handed(&config, shared.clone(), handed) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("handoffd: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let mut admin_fd = None;
     if let Some(addr) = config.admin {
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => metrics::serve(l, shared),
+        let given = handed_admin
+            .map(std::net::TcpListener::from)
+            .filter(|l| l.local_addr().ok() == Some(addr));
+        match given.map_or_else(|| std::net::TcpListener::bind(addr), Ok) {
+            Ok(l) => {
+                admin_fd = l.try_clone().ok().map(OwnedFd::from);
+                metrics::serve(l, shared);
+            }
             Err(e) => {
                 eprintln!("handoffd: admin endpoint {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
+    match successor {
+        Ok(command) => broker.allow_upgrade(command, admin_fd),
+        Err(e) => {
+            eprintln!("handoffd: cannot tell where this program is ({e}): SIGUSR2 will not upgrade")
+        }
+    }
     for (name, addr) in broker.local_addrs() {
         eprintln!("handoffd: listener {name:?} on {addr}");
     }
-    eprintln!("handoffd: ready (pid {})", std::process::id());
+    match predecessor {
+        Some(pid) => eprintln!(
+            "handoffd: ready (pid {}), taking over from pid {pid}",
+            std::process::id()
+        ),
+        None => eprintln!("handoffd: ready (pid {})", std::process::id()),
+    }
+    if let Err(e) = broker.ready() {
+        eprintln!("handoffd: cannot tell the predecessor it is ready: {e}");
+    }
     match handoff_broker::notify::ready() {
         Ok(true) => eprintln!("handoffd: told the supervisor (NOTIFY_SOCKET) it is ready"),
         Ok(false) => {}
