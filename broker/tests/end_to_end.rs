@@ -62,6 +62,8 @@ struct Handoffd {
     admin: u16,
     pool: PathBuf,
     config: PathBuf,
+    /// Successors started by SIGUSR2 that took over (killed on drop).
+    successors: Mutex<Vec<i32>>,
 }
 
 impl Handoffd {
@@ -142,6 +144,7 @@ impl Handoffd {
             admin,
             pool,
             config,
+            successors: Mutex::new(Vec::new()),
         }
     }
 
@@ -209,6 +212,38 @@ impl Handoffd {
         self.wait_for(&format!("{n} workers"), |h| h.metric(&metric) == n);
     }
 
+    /// Sends handoffd (the first one) a signal.
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// The pid of the successor that took over, once it says so.
+    fn successor(&self) -> i32 {
+        self.wait_for_log("taking over from");
+        let log = self.log.lock().unwrap();
+        let line = log.iter().find(|l| l.contains("taking over from")).unwrap();
+        let pid = line
+            .split("(pid ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        self.successors.lock().unwrap().push(pid);
+        pid
+    }
+
+    /// Waits for the first handoffd to exit; its status.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "handoffd did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn curl(&self, path: &str) -> String {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "20", "-H", "Connection: close"])
@@ -245,8 +280,30 @@ impl Drop for Handoffd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for &pid in self.successors.lock().unwrap().iter() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            wait_gone(pid);
+        }
         let _ = std::fs::remove_file(&self.pool);
         let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Waits until a process that is not our child has exited (gone, or a zombie of
+/// whoever adopted it).
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
+        if matches!(state, None | Some('Z' | 'X')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -846,7 +903,9 @@ fn out_of_fds_backs_off_and_recovers() {
     for (i, mut c) in clients.into_iter().enumerate() {
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut reply = String::new();
-        c.read_to_string(&mut reply).unwrap();
+        if let Err(e) = c.read_to_string(&mut reply) {
+            panic!("client {i}: {e}; log: {:?}", hd.log.lock().unwrap());
+        }
         assert!(
             reply.ends_with(&format!(" GET /e{i}\n")),
             "client {i}: {reply:?}"
@@ -1080,4 +1139,223 @@ fn it_notifies_the_supervisor_when_ready() {
     for p in [&notify, &pool, &config] {
         let _ = std::fs::remove_file(p);
     }
+}
+
+/// SIGUSR2 under constant load: the successor takes the listening socket, the old
+/// handoffd drains and hands it the same two workers, and no client sees an error.
+#[test]
+fn an_upgrade_under_constant_load_loses_no_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut h = Handoffd::start("preread = { until = \"\\r\\n\\r\\n\", max = 4096 }", "");
+    let (mut a, mut b) = (h.worker(), h.worker());
+    h.wait_workers(2);
+    let workers = [a.id().to_string(), b.id().to_string()];
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (stop, served, port) = (Arc::clone(&stop), Arc::clone(&served), h.web);
+            std::thread::spawn(move || -> Vec<String> {
+                let mut errors = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let path = format!("/u{c}-{i}");
+                    let attempt = (|| -> std::io::Result<String> {
+                        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+                        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                        write!(
+                            s,
+                            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        )?;
+                        let mut reply = String::new();
+                        s.read_to_string(&mut reply)?;
+                        Ok(reply)
+                    })();
+                    match attempt {
+                        Ok(reply) if reply.ends_with(&format!(" GET {path}\n")) => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(reply) => errors.push(format!("{path}: {reply:?}")),
+                        Err(e) => errors.push(format!("{path}: {e}")),
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let wait_served = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let from = served.load(Ordering::Relaxed);
+        while served.load(Ordering::Relaxed) < from + n {
+            assert!(Instant::now() < deadline, "the clients stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_served(200);
+    h.signal(nix::sys::signal::Signal::SIGUSR2);
+    let successor = h.successor();
+    h.wait_for_log("handed 2 worker(s)");
+    assert!(h.wait_exit().success(), "the old handoffd exits 0");
+    wait_served(200);
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    // The same workers serve, through the successor (which serves the metrics too).
+    assert!(workers.contains(&served_by(&h.curl("/after"))));
+    assert_eq!(h.metric("handoffd_workers{pool=\"http\"}"), 2);
+    // The successor is a handoffd like any other: SIGTERM drains it and removes the
+    // pool socket, which the old one left in place.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(successor),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_gone(successor);
+    assert!(!h.pool.exists());
+    kill(&mut a);
+    kill(&mut b);
+}
+
+/// Sessions a stopped worker has not acknowledged when the old handoffd's drain
+/// times out go to the successor with the worker; its acks go there too.
+#[test]
+fn unacknowledged_sessions_move_with_their_worker() {
+    let web = free_port();
+    let h = Handoffd::launch(web, |admin, pool| {
+        Handoffd::config(web, admin, pool, "", "")
+            .replace("drain_timeout_ms = 3000", "drain_timeout_ms = 300")
+    });
+    let mut w = h.worker();
+    h.wait_workers(1);
+    // Its credits are in once it has answered.
+    assert!(h.curl("/warm").ends_with(" GET /warm\n"));
+    let worker = nix::unistd::Pid::from_raw(w.id() as i32);
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let clients = waiting_clients(h.web, 3, "h");
+    h.wait_for("3 more sessions sent", |h| {
+        h.metric("handoffd_forwarded_total{pool=\"http\"}") == 4
+    });
+    h.signal(nix::sys::signal::Signal::SIGUSR2);
+    h.successor();
+    h.wait_for_log("handed 1 worker(s) and 3 session(s)");
+    h.wait_for_log("worker pid");
+    h.wait_for_log("with 3 session(s) it has not acknowledged");
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for (i, c) in clients.into_iter().enumerate() {
+        let reply = c.join().unwrap();
+        assert!(
+            reply.ends_with(&format!(" GET /h{i}\n")),
+            "client {i}: {reply:?}"
+        );
+    }
+    h.wait_for("the successor's acks", |h| {
+        h.metric("handoffd_acknowledged_total{pool=\"http\"}") == 3
+    });
+    kill(&mut w);
+}
+
+/// Sessions no worker had yet go to the successor's queue, and to the first worker
+/// that connects to it.
+#[test]
+fn queued_sessions_move_to_the_successor() {
+    let web = free_port();
+    let h = Handoffd::launch(web, |admin, pool| {
+        Handoffd::config(web, admin, pool, "", "")
+            .replace("drain_timeout_ms = 3000", "drain_timeout_ms = 300")
+    });
+    let clients = waiting_clients(h.web, 2, "q");
+    h.wait_for("2 queued", |h| {
+        h.metric("handoffd_queued{pool=\"http\"}") == 2
+    });
+    h.signal(nix::sys::signal::Signal::SIGUSR2);
+    h.successor();
+    h.wait_for_log("handed 0 worker(s) and 2 session(s)");
+    let mut w = h.worker();
+    for (i, c) in clients.into_iter().enumerate() {
+        let reply = c.join().unwrap();
+        assert!(
+            reply.ends_with(&format!(" GET /q{i}\n")),
+            "client {i}: {reply:?}"
+        );
+    }
+    kill(&mut w);
+}
+
+/// A successor that fails (here: the configuration file became invalid) is reaped
+/// and the old handoffd serves on; once the file is fixed, an upgrade works.
+#[test]
+fn a_successor_that_fails_leaves_the_old_one_serving() {
+    let mut h = Handoffd::start("", "");
+    let mut w = h.worker();
+    h.wait_workers(1);
+    let good = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(&h.config, "listener = [").unwrap();
+    h.signal(nix::sys::signal::Signal::SIGUSR2);
+    h.wait_for_log("closed its end before it was ready");
+    h.wait_for_log("still serving");
+    assert!(
+        h.child.try_wait().unwrap().is_none(),
+        "the old one still runs"
+    );
+    assert!(h.curl("/still").ends_with(" GET /still\n"));
+    std::fs::write(&h.config, good).unwrap();
+    h.signal(nix::sys::signal::Signal::SIGUSR2);
+    h.successor();
+    assert!(h.wait_exit().success());
+    assert!(h.curl("/new").ends_with(" GET /new\n"));
+    kill(&mut w);
+}
+
+/// A successor that hangs before it is ready (here: reading a configuration file
+/// that is a FIFO nobody writes) is killed after upgrade_timeout_ms.
+#[test]
+fn a_successor_that_hangs_is_killed_and_the_old_one_serves_on() {
+    let web = free_port();
+    let mut h = Handoffd::launch(web, |admin, pool| {
+        format!(
+            "upgrade_timeout_ms = 500\n{}",
+            Handoffd::config(web, admin, pool, "", "")
+        )
+    });
+    let mut w = h.worker();
+    h.wait_workers(1);
+    std::fs::remove_file(&h.config).unwrap();
+    nix::unistd::mkfifo(
+        &h.config,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    h.signal(nix::sys::signal::Signal::SIGUSR2);
+    h.wait_for_log("was not ready within 500ms; killed it");
+    let pid: i32 = {
+        let log = h.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains("started successor pid"))
+            .unwrap();
+        line.split("pid ")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    wait_gone(pid);
+    assert!(
+        h.child.try_wait().unwrap().is_none(),
+        "the old one still runs"
+    );
+    assert!(h.curl("/on").ends_with(" GET /on\n"));
+    kill(&mut w);
 }
