@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Everything handoffd counts. Shared between the event loop (which writes) and the
@@ -146,24 +147,42 @@ impl Shared {
 /// Serves `GET /metrics` on `listener`, one request per connection, in a thread of
 /// its own so that a slow scraper never stalls the event loop.
 pub fn serve(listener: TcpListener, metrics: Shared) {
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-            let mut line = String::new();
-            if BufReader::new(&conn).read_line(&mut line).is_err() {
+    // Never blocks in accept (see below); a failure here only costs a blocking one.
+    let _ = listener.set_nonblocking(true);
+    std::thread::spawn(move || loop {
+        // Wait for a connection before accepting it: accept(2) takes an fd slot
+        // before it waits, and out of fds that slot is one a worker needs.
+        let mut fds = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).is_err() {
+            continue;
+        }
+        let mut conn = match listener.accept() {
+            Ok((conn, _)) => conn,
+            // Out of fds: retrying at once would spin.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             }
-            let (status, body) = if line.starts_with("GET /metrics ") {
-                ("200 OK", metrics.render())
-            } else {
-                ("404 Not Found", "only /metrics is here\n".to_owned())
-            };
-            let _ = write!(
+            Err(_) => continue,
+        };
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            continue;
+        }
+        let (status, body) = if line.starts_with("GET /metrics ") {
+            ("200 OK", metrics.render())
+        } else {
+            ("404 Not Found", "only /metrics is here\n".to_owned())
+        };
+        let _ = write!(
                 conn,
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-        }
     });
 }
