@@ -119,6 +119,11 @@ struct Pool {
     /// queued during one turn of the event loop go out together at its end, several
     /// to a `sendmsg`.
     dirty: bool,
+    /// Out of fds with the reserve spent, a worker waits in the socket's queue and
+    /// no new edge will announce it: when to try accepting again.
+    retry_at: Option<Instant>,
+    /// Whether that was said (once per episode).
+    starved: bool,
 }
 
 /// A connection being pre-read.
@@ -300,6 +305,8 @@ impl Broker {
                 workers: Vec::new(),
                 next: 0,
                 dirty: false,
+                retry_at: None,
+                starved: false,
             });
         }
         let mut listeners = Vec::new();
@@ -959,7 +966,11 @@ impl Broker {
             self.preread_deadlines.pop();
         }
         let preread = self.preread_deadlines.peek().map(|Reverse((at, _))| *at);
-        let pauses = self.listeners.iter().filter_map(|l| l.paused_until);
+        let pauses = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.paused_until)
+            .chain(self.pools.iter().filter_map(|p| p.retry_at));
         pauses.chain(preread).chain(drain).chain(upgrade).min()
     }
 
@@ -981,7 +992,14 @@ impl Broker {
             let Some(l) = self.listeners.get(i) else {
                 return;
             };
+            // The last fd is kept for a worker, which frees fds; a client that
+            // would take it waits in the queue like the others.
+            let spent = self.reserve.is_none() && !matches!(l.source, Source::Udp { .. }) && {
+                self.reserve = std::fs::File::open("/dev/null").ok();
+                self.reserve.is_none()
+            };
             let accepted = match &l.source {
+                _ if spent => Err(io::Error::from_raw_os_error(libc::EMFILE)),
                 // accept4 without SOCK_NONBLOCK: the worker gets a blocking socket
                 // with no fcntl, and pre-reads use MSG_DONTWAIT.
                 Source::Tcp(t, _) => socket2::SockRef::from(t)
@@ -1056,6 +1074,12 @@ impl Broker {
                     Ok(()) => self.on_listener(i),
                     Err(e) => info!("listener {:?}: cannot resume: {e}", l.name),
                 }
+            }
+        }
+        for pool in 0..self.pools.len() {
+            if self.pools[pool].retry_at.is_some_and(|t| t <= now) {
+                self.pools[pool].retry_at = None;
+                self.on_pool(pool);
             }
         }
     }
@@ -1412,7 +1436,10 @@ impl Broker {
     fn on_pool(&mut self, pool: usize) {
         loop {
             let (stream, _) = match self.pools[pool].listener.accept() {
-                Ok(got) => got,
+                Ok(got) => {
+                    self.pools[pool].starved = false;
+                    got
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Out of fds, most likely held by sessions waiting for a worker: a
@@ -1427,6 +1454,17 @@ impl Broker {
                     );
                     self.reserve = None;
                     continue;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    let p = &mut self.pools[pool];
+                    if !std::mem::replace(&mut p.starved, true) {
+                        info!(
+                            "pool {:?}: accept failed: {e}; trying again every {EMFILE_PAUSE:?} until an fd frees up",
+                            p.name
+                        );
+                    }
+                    p.retry_at = Some(Instant::now() + EMFILE_PAUSE);
+                    return;
                 }
                 Err(e) => {
                     info!("pool {:?}: accept failed: {e}", self.pools[pool].name);

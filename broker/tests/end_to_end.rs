@@ -914,6 +914,61 @@ fn out_of_fds_backs_off_and_recovers() {
     kill(&mut w);
 }
 
+/// Out of fds, the reserve fd spent on a first worker: a second worker waits in the
+/// pool socket's queue, where no new event will announce it. It is accepted once an
+/// fd frees up (here: the first worker dies), and clients never take the fd a
+/// worker needs.
+#[test]
+fn a_worker_that_finds_no_fd_left_is_let_in_once_one_frees() {
+    let web = free_port();
+    let hd = Handoffd::launch_limited(web, Some(40), |admin, pool| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n\
+             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
+            pool.display()
+        )
+    });
+    let clients: Vec<TcpStream> = (0..60)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
+            write!(
+                s,
+                "GET /n{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    hd.wait_for_log("pausing accept");
+    // A worker that never acknowledges: it takes the reserve fd, and its sessions
+    // keep every other fd in use.
+    let mut silent = Command::new("python3")
+        .args(["-c", SILENT_WORKER])
+        .arg(&hd.pool)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hd.wait_for_log("using the reserve fd");
+    hd.wait_for_log("(uid");
+    // A real worker: no fd is left to accept it with.
+    let mut w = hd.worker();
+    hd.wait_for_log("pool \"http\": accept failed: Too many open files");
+    // The silent worker dies: its fd frees up, and its sessions go back to the queue.
+    kill(&mut silent);
+    for (i, mut c) in clients.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reply = String::new();
+        if let Err(e) = c.read_to_string(&mut reply) {
+            panic!("client {i}: {e}; log: {:?}", hd.log.lock().unwrap());
+        }
+        assert!(
+            reply.ends_with(&format!(" GET /n{i}\n")),
+            "client {i}: {reply:?}"
+        );
+    }
+    kill(&mut w);
+}
+
 /// Out of fds with a worker's socket full: the forwarder cannot copy fds to queue
 /// sessions, which is no fault of the worker. handoffd keeps them in the pool's
 /// queue and sends them when the worker reads again, instead of dropping it.
