@@ -11,6 +11,9 @@
 //! in one `sendmsg` (up to 253), and the worker acknowledges every session one read
 //! brought in one message: the cost of a wakeup is shared by all of them.
 //!
+//! SIGUSR2 replaces a running handoffd with a new one without losing a connection:
+//! listening sockets, workers and held sessions move over (see [`upgrade`]).
+//!
 //! A worker is a few lines with [`Worker`]:
 //!
 //! ```no_run
