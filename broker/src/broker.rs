@@ -89,6 +89,19 @@ struct Worker {
 }
 
 impl Worker {
+    /// A worker's connection, with what is known of it.
+    fn new(stream: mio::net::UnixStream, pid: u32, credits: usize, inbox: Vec<u8>) -> Worker {
+        Worker {
+            fwd: MioForwarder::new(stream, MAX_CREDITS),
+            pid,
+            credits,
+            outstanding: VecDeque::new(),
+            inbox,
+            watching_writable: false,
+            stalled: false,
+        }
+    }
+
     /// Watches for room to write exactly while there is a queue to flush.
     fn watch(&mut self, registry: &mio::Registry, token: Token) -> io::Result<()> {
         let want = self.fwd.queued() > 0 || self.stalled;
@@ -897,15 +910,9 @@ impl Broker {
                     return;
                 }
                 let token = self.token();
-                let mut worker = Worker {
-                    fwd: MioForwarder::new(mio::net::UnixStream::from_std(stream), MAX_CREDITS),
-                    pid,
-                    credits: (credits as usize).clamp(1, MAX_CREDITS),
-                    outstanding: VecDeque::new(),
-                    inbox,
-                    watching_writable: false,
-                    stalled: false,
-                };
+                let credits = (credits as usize).clamp(1, MAX_CREDITS);
+                let stream = mio::net::UnixStream::from_std(stream);
+                let mut worker = Worker::new(stream, pid, credits, inbox);
                 if let Err(e) =
                     self.poll
                         .registry()
@@ -1494,15 +1501,8 @@ impl Broker {
                 continue;
             }
             let token = self.token();
-            let mut worker = Worker {
-                fwd: MioForwarder::new(stream, MAX_CREDITS),
-                pid: cred.pid() as u32,
-                credits: 0,
-                outstanding: VecDeque::new(),
-                inbox: Vec::new(),
-                watching_writable: false,
-                stalled: false,
-            };
+            // No credits until it says how many.
+            let mut worker = Worker::new(stream, cred.pid() as u32, 0, Vec::new());
             if let Err(e) =
                 self.poll
                     .registry()

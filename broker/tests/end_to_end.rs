@@ -76,6 +76,15 @@ impl Handoffd {
         })
     }
 
+    /// As [`Handoffd::start`] with no extra lines, but a drain timeout of 300 ms.
+    fn start_draining_in_300ms() -> Handoffd {
+        let web = free_port();
+        Handoffd::launch(web, |admin, pool| {
+            Handoffd::config(web, admin, pool, "", "")
+                .replace("drain_timeout_ms = 3000", "drain_timeout_ms = 300")
+        })
+    }
+
     /// The configuration [`Handoffd::start`] uses.
     fn config(
         web: u16,
@@ -397,6 +406,17 @@ fn waiting_clients(port: u16, n: usize, tag: &'static str) -> Vec<std::thread::J
         .collect()
 }
 
+/// Asserts that each client of [`waiting_clients`] got the answer to its request.
+fn all_replied(clients: Vec<std::thread::JoinHandle<String>>, tag: &str) {
+    for (i, c) in clients.into_iter().enumerate() {
+        let reply = c.join().unwrap();
+        assert!(
+            reply.ends_with(&format!(" GET /{tag}{i}\n")),
+            "client {i}: {reply:?}"
+        );
+    }
+}
+
 #[test]
 fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
     let h = Handoffd::start("", "dispatch = \"round-robin\"");
@@ -412,13 +432,7 @@ fn sessions_of_a_killed_worker_that_never_acked_go_to_another() {
     let mut good = h.worker();
     h.wait_workers(2);
     kill(&mut silent);
-    for (i, c) in clients.into_iter().enumerate() {
-        let reply = c.join().unwrap();
-        assert!(
-            reply.contains(&format!(" GET /k{i}\n")),
-            "client {i}: {reply:?}"
-        );
-    }
+    all_replied(clients, "k");
     assert_eq!(h.metric("handoffd_redispatched_total{pool=\"http\"}"), 6);
     assert!(h
         .log
@@ -855,11 +869,10 @@ fn listeners_adopted_from_systemd_by_name() {
     let _ = std::fs::remove_file(&config);
 }
 
-/// Out of fds: accept pauses instead of spinning, and nothing is lost once fds free.
-#[test]
-fn out_of_fds_backs_off_and_recovers() {
+/// handoffd under a limit of 40 fds, and 60 clients that have sent `GET /{tag}{i}`:
+/// the held connections use the fds up long before the 60th arrives.
+fn out_of_fds(tag: &str) -> (Handoffd, Vec<TcpStream>) {
     let web = free_port();
-    // A limit of 40 fds: the held connections use them up long before 60 arrive.
     let hd = Handoffd::launch_limited(web, Some(40), |admin, pool| {
         format!(
             "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n\
@@ -872,13 +885,35 @@ fn out_of_fds_backs_off_and_recovers() {
             let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
             write!(
                 s,
-                "GET /e{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET /{tag}{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             )
             .unwrap();
             s
         })
         .collect();
     hd.wait_for_log("pausing accept");
+    (hd, clients)
+}
+
+/// Asserts that every client of [`out_of_fds`] gets its answer.
+fn all_answered(hd: &Handoffd, clients: Vec<TcpStream>, tag: &str) {
+    for (i, mut c) in clients.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reply = String::new();
+        if let Err(e) = c.read_to_string(&mut reply) {
+            panic!("client {i}: {e}; log: {:?}", hd.log.lock().unwrap());
+        }
+        assert!(
+            reply.ends_with(&format!(" GET /{tag}{i}\n")),
+            "client {i}: {reply:?}"
+        );
+    }
+}
+
+/// Out of fds: accept pauses instead of spinning, and nothing is lost once fds free.
+#[test]
+fn out_of_fds_backs_off_and_recovers() {
+    let (hd, clients) = out_of_fds("e");
     // Paused, not spinning: a second of it costs little CPU.
     let cpu = |pid: u32| -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -900,17 +935,7 @@ fn out_of_fds_backs_off_and_recovers() {
     );
     // A worker drains the held sessions; fds free up; every client is answered.
     let mut w = hd.worker();
-    for (i, mut c) in clients.into_iter().enumerate() {
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut reply = String::new();
-        if let Err(e) = c.read_to_string(&mut reply) {
-            panic!("client {i}: {e}; log: {:?}", hd.log.lock().unwrap());
-        }
-        assert!(
-            reply.ends_with(&format!(" GET /e{i}\n")),
-            "client {i}: {reply:?}"
-        );
-    }
+    all_answered(&hd, clients, "e");
     kill(&mut w);
 }
 
@@ -920,26 +945,7 @@ fn out_of_fds_backs_off_and_recovers() {
 /// worker needs.
 #[test]
 fn a_worker_that_finds_no_fd_left_is_let_in_once_one_frees() {
-    let web = free_port();
-    let hd = Handoffd::launch_limited(web, Some(40), |admin, pool| {
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[listener]]\nname = \"web\"\ntcp = \"127.0.0.1:{web}\"\npool = \"http\"\n\
-             [[pool]]\nname = \"http\"\nsocket = \"{}\"\n",
-            pool.display()
-        )
-    });
-    let clients: Vec<TcpStream> = (0..60)
-        .map(|i| {
-            let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
-            write!(
-                s,
-                "GET /n{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            s
-        })
-        .collect();
-    hd.wait_for_log("pausing accept");
+    let (hd, clients) = out_of_fds("n");
     // A worker that never acknowledges: it takes the reserve fd, and its sessions
     // keep every other fd in use.
     let mut silent = Command::new("python3")
@@ -955,17 +961,7 @@ fn a_worker_that_finds_no_fd_left_is_let_in_once_one_frees() {
     hd.wait_for_log("pool \"http\": accept failed: Too many open files");
     // The silent worker dies: its fd frees up, and its sessions go back to the queue.
     kill(&mut silent);
-    for (i, mut c) in clients.into_iter().enumerate() {
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut reply = String::new();
-        if let Err(e) = c.read_to_string(&mut reply) {
-            panic!("client {i}: {e}; log: {:?}", hd.log.lock().unwrap());
-        }
-        assert!(
-            reply.ends_with(&format!(" GET /n{i}\n")),
-            "client {i}: {reply:?}"
-        );
-    }
+    all_answered(&hd, clients, "n");
     kill(&mut w);
 }
 
@@ -1284,11 +1280,7 @@ fn an_upgrade_under_constant_load_loses_no_connection() {
 /// times out go to the successor with the worker; its acks go there too.
 #[test]
 fn unacknowledged_sessions_move_with_their_worker() {
-    let web = free_port();
-    let h = Handoffd::launch(web, |admin, pool| {
-        Handoffd::config(web, admin, pool, "", "")
-            .replace("drain_timeout_ms = 3000", "drain_timeout_ms = 300")
-    });
+    let h = Handoffd::start_draining_in_300ms();
     let mut w = h.worker();
     h.wait_workers(1);
     // Its credits are in once it has answered.
@@ -1302,16 +1294,9 @@ fn unacknowledged_sessions_move_with_their_worker() {
     h.signal(nix::sys::signal::Signal::SIGUSR2);
     h.successor();
     h.wait_for_log("handed 1 worker(s) and 3 session(s)");
-    h.wait_for_log("worker pid");
     h.wait_for_log("with 3 session(s) it has not acknowledged");
     nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGCONT).unwrap();
-    for (i, c) in clients.into_iter().enumerate() {
-        let reply = c.join().unwrap();
-        assert!(
-            reply.ends_with(&format!(" GET /h{i}\n")),
-            "client {i}: {reply:?}"
-        );
-    }
+    all_replied(clients, "h");
     h.wait_for("the successor's acks", |h| {
         h.metric("handoffd_acknowledged_total{pool=\"http\"}") == 3
     });
@@ -1322,11 +1307,7 @@ fn unacknowledged_sessions_move_with_their_worker() {
 /// that connects to it.
 #[test]
 fn queued_sessions_move_to_the_successor() {
-    let web = free_port();
-    let h = Handoffd::launch(web, |admin, pool| {
-        Handoffd::config(web, admin, pool, "", "")
-            .replace("drain_timeout_ms = 3000", "drain_timeout_ms = 300")
-    });
+    let h = Handoffd::start_draining_in_300ms();
     let clients = waiting_clients(h.web, 2, "q");
     h.wait_for("2 queued", |h| {
         h.metric("handoffd_queued{pool=\"http\"}") == 2
@@ -1335,13 +1316,7 @@ fn queued_sessions_move_to_the_successor() {
     h.successor();
     h.wait_for_log("handed 0 worker(s) and 2 session(s)");
     let mut w = h.worker();
-    for (i, c) in clients.into_iter().enumerate() {
-        let reply = c.join().unwrap();
-        assert!(
-            reply.ends_with(&format!(" GET /q{i}\n")),
-            "client {i}: {reply:?}"
-        );
-    }
+    all_replied(clients, "q");
     kill(&mut w);
 }
 
