@@ -50,6 +50,16 @@ enum Command {
     },
 }
 
+/// `eprintln!` in one `write`: a predecessor and its successor share stderr, and lines
+/// written in pieces would interleave.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($t)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 fn load(path: &PathBuf) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Config::parse(&text, nix::unistd::getuid().as_raw()).map_err(|errs| {
@@ -78,7 +88,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                say!("{e}");
                 ExitCode::FAILURE
             }
         };
@@ -87,7 +97,7 @@ fn main() -> ExitCode {
     let mut handed = match upgrade::take_over() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("handoffd: taking over from the predecessor: {e}");
+            say!("handoffd: taking over from the predecessor: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -99,7 +109,7 @@ fn main() -> ExitCode {
     let config = match load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -109,7 +119,7 @@ fn main() -> ExitCode {
     let mut broker = match Broker::with_handed(&config, shared.clone(), handed) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("handoffd: {e}");
+            say!("handoffd: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -124,7 +134,7 @@ fn main() -> ExitCode {
                 metrics::serve(l, shared);
             }
             Err(e) => {
-                eprintln!("handoffd: admin endpoint {addr}: {e}");
+                say!("handoffd: admin endpoint {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -132,31 +142,31 @@ fn main() -> ExitCode {
     match successor {
         Ok(command) => broker.allow_upgrade(command, admin_fd),
         Err(e) => {
-            eprintln!("handoffd: cannot tell where this program is ({e}): SIGUSR2 will not upgrade")
+            say!("handoffd: cannot tell where this program is ({e}): SIGUSR2 will not upgrade")
         }
     }
     for (name, addr) in broker.local_addrs() {
-        eprintln!("handoffd: listener {name:?} on {addr}");
+        say!("handoffd: listener {name:?} on {addr}");
     }
     match predecessor {
-        Some(pid) => eprintln!(
+        Some(pid) => say!(
             "handoffd: ready (pid {}), taking over from pid {pid}",
             std::process::id()
         ),
-        None => eprintln!("handoffd: ready (pid {})", std::process::id()),
+        None => say!("handoffd: ready (pid {})", std::process::id()),
     }
     if let Err(e) = broker.ready() {
-        eprintln!("handoffd: cannot tell the predecessor it is ready: {e}");
+        say!("handoffd: cannot tell the predecessor it is ready: {e}");
     }
     match handoff_broker::notify::ready() {
-        Ok(true) => eprintln!("handoffd: told the supervisor (NOTIFY_SOCKET) it is ready"),
+        Ok(true) => say!("handoffd: told the supervisor (NOTIFY_SOCKET) it is ready"),
         Ok(false) => {}
-        Err(e) => eprintln!("handoffd: cannot notify the supervisor: {e}"),
+        Err(e) => say!("handoffd: cannot notify the supervisor: {e}"),
     }
     match broker.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("handoffd: {e}");
+            say!("handoffd: {e}");
             ExitCode::FAILURE
         }
     }

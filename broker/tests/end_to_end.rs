@@ -290,6 +290,13 @@ impl Drop for Handoffd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         for &pid in self.successors.lock().unwrap().iter() {
+            // Only if it is still ours: the pid of one that exited may be another
+            // test's process by now.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let config = self.config.as_os_str().as_encoded_bytes();
+            if !cmdline.windows(config.len()).any(|w| w == config) {
+                continue;
+            }
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
