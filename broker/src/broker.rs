@@ -227,11 +227,8 @@ pub struct Broker {
     receiving_for: Option<(Token, u32)>,
 }
 
-/// One line to stderr in one `write`: a predecessor and its successor share stderr,
-/// and lines written in pieces would interleave.
 fn log(msg: std::fmt::Arguments<'_>) {
-    let line = format!("handoffd: {msg}\n");
-    let _ = io::stderr().write_all(line.as_bytes());
+    crate::say(format_args!("handoffd: {msg}"));
 }
 
 macro_rules! info {

@@ -37,5 +37,14 @@ pub mod upgrade;
 mod worker;
 
 pub use broker::Broker;
+
+/// Writes one line to stderr in one `write(2)`: a handoffd and the successor it
+/// started share stderr, and a line written in pieces (as `eprintln!` may) would
+/// interleave with the other's.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let line = format!("{line}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
 pub use config::Config;
 pub use worker::{MioWorker, Worker};

@@ -50,14 +50,11 @@ enum Command {
     },
 }
 
-/// `eprintln!` in one `write`: a predecessor and its successor share stderr, and lines
-/// written in pieces would interleave.
+/// `eprintln!`, in one `write` (see [`handoff_broker::say`]).
 macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let line = format!("{}\n", format_args!($($t)*));
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    }};
+    ($($t:tt)*) => {
+        handoff_broker::say(format_args!($($t)*))
+    };
 }
 
 fn load(path: &PathBuf) -> Result<Config, String> {

@@ -272,11 +272,11 @@ pub fn take_over() -> Result<Option<Handed>, String> {
 /// The successor's side of the pair once it serves: the next worker or session —
 /// what it is, its fd, header and data (the session's own, for a held or queued
 /// one) — or `None` at the end of the stream.
-pub(crate) type Handed1 = (Item, OwnedFd, Header, Vec<u8>);
+pub(crate) type HandedItem = (Item, OwnedFd, Header, Vec<u8>);
 
 pub(crate) fn next_handed(
     receiver: &mut handoff_receiver::MioReceiver,
-) -> Result<Option<Handed1>, ReceiveError> {
+) -> Result<Option<HandedItem>, ReceiveError> {
     let Some(session) = receiver.pop()? else {
         return Ok(None);
     };

@@ -161,6 +161,23 @@ impl Handoffd {
         self.worker_of("http_worker")
     }
 
+    /// An HTTP worker holding up to `credits` sessions, stopped (SIGSTOP) once it
+    /// has answered one request: its credits are in by then (a worker stopped before
+    /// announcing them would be sent nothing). Its pid is for SIGCONT.
+    fn stopped_worker(&self, credits: u32) -> (Child, nix::unistd::Pid) {
+        let w = Command::new(example("http_worker"))
+            .args(["--credits", &credits.to_string()])
+            .arg(&self.pool)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.wait_workers(1);
+        assert!(self.curl("/warm").ends_with(" GET /warm\n"));
+        let pid = nix::unistd::Pid::from_raw(w.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        (w, pid)
+    }
+
     /// How many fds handoffd has open.
     fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
@@ -711,18 +728,7 @@ fn finished_prereads_leave_no_timers_behind() {
 #[test]
 fn sessions_a_stalled_worker_cannot_take_yet_wait_and_follow() {
     let h = Handoffd::start("preread = { until = \"\\r\\n\\r\\n\", max = 8192 }", "");
-    let mut w = Command::new(example("http_worker"))
-        .args(["--credits", "256"])
-        .arg(&h.pool)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    h.wait_workers(1);
-    // One answered request: the worker's credits have arrived (a worker stopped
-    // before announcing them would be sent nothing).
-    assert!(h.curl("/warm").ends_with(" GET /warm\n"));
-    let worker = nix::unistd::Pid::from_raw(w.id() as i32);
-    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (mut w, worker) = h.stopped_worker(256);
     let padding = "x".repeat(4000);
     let clients: Vec<TcpStream> = (0..256)
         .map(|i| {
@@ -994,17 +1000,7 @@ fn a_full_worker_socket_at_the_fd_limit_holds_sessions_instead_of_dropping_the_w
             "",
         )
     });
-    let mut w = Command::new(example("http_worker"))
-        .args(["--credits", "256"])
-        .arg(&h.pool)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    h.wait_workers(1);
-    // One answered request: the worker's credits are in.
-    assert!(h.curl("/warm").ends_with(" GET /warm\n"));
-    let worker = nix::unistd::Pid::from_raw(w.id() as i32);
-    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (mut w, worker) = h.stopped_worker(256);
     // First the whole requests: more than the worker's socket holds.
     let padding = "x".repeat(12_000);
     let mut clients: Vec<(String, TcpStream)> = (0..whole)
@@ -1288,12 +1284,7 @@ fn an_upgrade_under_constant_load_loses_no_connection() {
 #[test]
 fn unacknowledged_sessions_move_with_their_worker() {
     let h = Handoffd::start_draining_in_300ms();
-    let mut w = h.worker();
-    h.wait_workers(1);
-    // Its credits are in once it has answered.
-    assert!(h.curl("/warm").ends_with(" GET /warm\n"));
-    let worker = nix::unistd::Pid::from_raw(w.id() as i32);
-    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (mut w, worker) = h.stopped_worker(64);
     let clients = waiting_clients(h.web, 3, "h");
     h.wait_for("3 more sessions sent", |h| {
         h.metric("handoffd_forwarded_total{pool=\"http\"}") == 4
